@@ -1,0 +1,1 @@
+"""ProFL ClientApp package."""

@@ -1,0 +1,99 @@
+"""ProFL ClientApp: reports its memory budget and trains only the step it is sent."""
+
+from __future__ import annotations
+
+from logging import WARNING
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common import log
+
+from client_app.dataset import load_partition, make_loader
+from client_app.train import train_step
+from profl_strategy.budgets import node_budget_mb
+from profl_strategy.memory import estimate_step
+from profl_strategy.protocol import model_key_of, profile_of, step_of
+from profl_strategy.step_model import StepModel
+
+app = ClientApp()
+
+
+def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:
+    return node_budget_mb(
+        dict(context.node_config), profile_of(cfg), float(cfg["full-peak-mb"]), int(cfg["seed"])
+    )
+
+
+@app.query("budget")
+def budget(msg: Message, context: Context) -> Message:
+    """Tell the strategy how much memory this node can give to training."""
+    mb, source = _budget(context, msg.content["config"])
+    metrics = MetricRecord({"memory-mb": mb})
+    if "partition-id" in context.node_config:
+        metrics["partition-id"] = int(context.node_config["partition-id"])
+    content = RecordDict({"metrics": metrics, "config": ConfigRecord({"source": source})})
+    return Message(content, reply_to=msg)
+
+
+@app.train("step")
+def train(msg: Message, context: Context) -> Message:
+    """Train the active block (and its output module) on this node's partition."""
+    cfg = msg.content["config"]
+    key, step = model_key_of(cfg), step_of(cfg)
+    batch_size = int(cfg["batch-size"])
+    budget_mb, _ = _budget(context, cfg)
+    need_mb = estimate_step(key, step, batch_size).total_mb
+    if need_mb > budget_mb:
+        log(WARNING, "step %s needs %.1f MB > budget %.1f MB: refused", step, need_mb, budget_mb)
+        refusal = MetricRecord({"refused": 1, "need-mb": need_mb, "memory-mb": budget_mb})
+        return Message(RecordDict({"metrics": refusal}), reply_to=msg)
+
+    node = context.node_config
+    pid, n = int(node["partition-id"]), int(node["num-partitions"])
+    data_dir = str(node.get("data-dir", cfg["data-dir"]))
+    seed = int(cfg["seed"])
+    images, labels = load_partition(
+        str(cfg["dataset"]),
+        pid,
+        n,
+        partitioner=str(cfg["partitioner"]),
+        alpha=float(cfg["alpha"]),
+        shards_per_partition=int(cfg["shards"]),
+        seed=seed,
+        data_dir=data_dir,
+    )
+    round_seed = seed * 100_003 + int(cfg["server-round"]) * 1_009 + pid
+    loader = make_loader(
+        images, labels, str(cfg["dataset"]), batch_size=batch_size, train=True, seed=round_seed
+    )
+    torch.manual_seed(round_seed)
+    model = StepModel(key.spec(), step, key.out_depth)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loss, seen = train_step(
+        model,
+        loader,
+        epochs=int(cfg["local-epochs"]),
+        lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]),
+        weight_decay=float(cfg["weight-decay"]),
+        proximal_mu=float(cfg["proximal-mu"]),
+        device=device,
+    )
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    state = model.state_dict()
+    trained = ArrayRecord({k: state[k].detach().cpu() for k in model.trainable_keys()})
+    metrics = MetricRecord(
+        {
+            "num-examples": len(labels),
+            "train-loss": loss,
+            "need-mb": need_mb,
+            "memory-mb": budget_mb,
+            "peak-mb-measured": peak,
+            "examples-seen": seen,
+        }
+    )
+    return Message(RecordDict({"arrays": trained, "metrics": metrics}), reply_to=msg)

@@ -1,0 +1,58 @@
+"""Local training of one ProFL step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def train_step(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    proximal_mu: float,
+    device: torch.device,
+) -> tuple[float, int]:
+    """Train the parameters that require grad; return mean loss and examples seen.
+
+    With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps
+    the active block near the global one on non-IID data.
+    """
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    total, seen = 0.0, 0
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            if anchor:
+                prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
+                loss = loss + proximal_mu / 2 * prox
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+    return total / max(seen, 1), seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``loader``."""
+    model.to(device).eval()
+    loss, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return loss / max(n, 1), correct / max(n, 1)

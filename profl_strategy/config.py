@@ -1,0 +1,170 @@
+"""Compose a run's configuration from ``conf/`` and the keys a user typed.
+
+``[tool.flwr.app.config]`` lists the keys a user types (``flwr run . --run-config
+"lr=0.1"``). An empty string there means "whatever the preset says", so the
+defaults live in one place: the YAML files under ``conf/``. Each typed key maps
+to one Hydra override; ``overrides`` passes any other Hydra override through.
+Everything is validated before training starts.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
+RUN_CONFIG_KEYS: dict[str, str] = {
+    "model": "group:model",
+    "dataset": "group:dataset",
+    "memory-profile": "group:memory",
+    "method": "group:method",
+    "width": "model.width",
+    "data-dir": "data.data_dir",
+    "partitioner": "data.partitioner",
+    "dirichlet-alpha": "data.alpha",
+    "num-server-rounds": "num_rounds",
+    "seed": "seed",
+    "batch-size": "train.batch_size",
+    "local-epochs": "train.local_epochs",
+    "lr": "train.lr",
+    "fraction-train": "train.fraction",
+    "min-train-nodes": "train.min_nodes",
+    "round-timeout": "train.timeout",
+    "memory-scale": "memory.scale",
+    "em-window": "method.em.window",
+    "em-threshold": "method.em.threshold",
+    "em-patience": "method.em.patience",
+    "min-rounds-per-step": "method.min_rounds_per_step",
+    "max-rounds-stage1": "method.max_rounds_stage1",
+    "max-rounds-stage2": "method.max_rounds_stage2",
+    "proximal-mu": "method.proximal_mu",
+    "eval-every": "eval.every",
+    "outputs-dir": "output.dir",
+}
+META_KEYS = ("preset", "overrides")
+
+# Hydra path -> (type, check, what is allowed)
+_CHECKS: dict[str, tuple[type, Any, str]] = {
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "num_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
+    "model.width": (float, lambda v: 0 < v <= 4, "a number in (0, 4]"),
+    "train.batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "train.local_epochs": (int, lambda v: v >= 1, "an integer >= 1"),
+    "train.lr": (float, lambda v: 0 < v < 10, "a number in (0, 10)"),
+    "train.momentum": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "train.fraction": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "train.min_nodes": (int, lambda v: v >= 1, "an integer >= 1"),
+    "train.timeout": (float, lambda v: v > 0, "a number of seconds > 0"),
+    "data.partitioner": (
+        str,
+        lambda v: v in ("iid", "dirichlet", "shards"),
+        "iid, dirichlet or shards",
+    ),
+    "data.alpha": (float, lambda v: v > 0, "a number > 0"),
+    "data.shards_per_partition": (int, lambda v: v >= 1, "an integer >= 1"),
+    "data.data_dir": (
+        str,
+        lambda v: not v or Path(v).expanduser().is_dir(),
+        "an existing folder, or '' for the hub",
+    ),
+    "memory.scale": (float, lambda v: v > 0, "a number > 0"),
+    "method.min_rounds_per_step": (int, lambda v: v >= 1, "an integer >= 1"),
+    "method.max_rounds_stage1": (int, lambda v: v >= 1, "an integer >= 1"),
+    "method.max_rounds_stage2": (int, lambda v: v >= 1, "an integer >= 1"),
+    "method.proximal_mu": (float, lambda v: v >= 0, "a number >= 0"),
+    "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
+    "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
+    "method.em.variant": (str, lambda v: v in ("vector", "scalar"), "vector or scalar"),
+    "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key has a value the app cannot run with."""
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _run_key_for(path: str) -> str:
+    names = [k for k, v in RUN_CONFIG_KEYS.items() if v == path]
+    return f"'{names[0]}' ({path})" if names else f"'{path}'"
+
+
+def to_overrides(run_config: dict[str, Any]) -> list[str]:
+    """Turn typed run-config keys into Hydra overrides; unknown keys are errors."""
+    overrides: list[str] = []
+    preset = str(run_config.get("preset", "") or "")
+    if preset:
+        if preset not in _options("experiment"):
+            raise ConfigError(
+                f"preset '{preset}' does not exist; allowed: {', '.join(_options('experiment'))}"
+            )
+        overrides.append(f"+experiment={preset}")
+    for key, value in run_config.items():
+        if key in META_KEYS or value == "":
+            continue
+        if key not in RUN_CONFIG_KEYS:
+            raise ConfigError(
+                f"unknown config key '{key}'; allowed: {', '.join(sorted(RUN_CONFIG_KEYS))}"
+            )
+        target = RUN_CONFIG_KEYS[key]
+        if target.startswith("group:"):
+            group = target.split(":", 1)[1]
+            if str(value) not in _options(group):
+                raise ConfigError(
+                    f"{key}='{value}' is not available; allowed: {', '.join(_options(group))}"
+                )
+            overrides.append(f"{group}={value}")
+        else:
+            overrides.append(f"{target}={_quote(value)}")
+    overrides += shlex.split(str(run_config.get("overrides", "") or ""))
+    return overrides
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    return str(value)
+
+
+def compose_config(run_config: dict[str, Any] | None = None) -> DictConfig:
+    """The validated configuration of a run."""
+    overrides = to_overrides(dict(run_config or {}))
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"invalid configuration override ({err}); overrides were {overrides}"
+        ) from err
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check types, ranges and combinations; raise ConfigError naming the key."""
+    for path, (kind, ok, allowed) in _CHECKS.items():
+        value = OmegaConf.select(cfg, path)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
+            raise ConfigError(f"{_run_key_for(path)} = {value!r} is invalid: it must be {allowed}")
+    m = cfg.method
+    for cap in ("max_rounds_stage1", "max_rounds_stage2"):
+        if m[cap] < m.min_rounds_per_step:
+            raise ConfigError(
+                f"{_run_key_for('method.' + cap)} = {m[cap]} is below "
+                f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
+            )

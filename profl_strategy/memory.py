@@ -1,0 +1,167 @@
+"""Peak training memory of a ProFL step, estimated from a real forward pass.
+
+The estimate is the sum of what stays allocated through one optimiser step:
+
+- every parameter and buffer resident on the device (frozen prefix included);
+- gradients and optimiser state of the parameters that train;
+- tensors autograd saves for backward, counted exactly with
+  :func:`torch.autograd.graph.saved_tensors_hooks` (deduplicated by storage,
+  parameters excluded);
+- the largest transient of the no-grad frozen prefix (a layer's input plus its
+  output, which are alive together) and the input batch.
+
+It leaves out allocator slack, cuDNN workspaces and backward temporaries, so on
+CUDA ``torch.cuda.max_memory_allocated()`` reads somewhat higher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profl_strategy.models import build_full_model, build_spec
+from profl_strategy.models.base import BlockNetSpec
+from profl_strategy.step_model import Step, StepModel
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """Everything that fixes a model's shapes; hashable, so estimates can be cached."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    width: float = 1.0
+    out_depth: int = 0  # blocks an output module stands in for (0: all later ones)
+
+    def spec(self) -> BlockNetSpec:
+        """The architecture's block factory (built once per key)."""
+        return _spec(self.name, self.num_classes, self.input_shape, self.width)
+
+
+@lru_cache(maxsize=32)
+def _spec(
+    name: str, num_classes: int, input_shape: tuple[int, int, int], width: float
+) -> BlockNetSpec:
+    return build_spec(name, num_classes=num_classes, input_shape=input_shape, width=width)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak-memory terms of one training configuration, in MB."""
+
+    params_mb: float
+    grads_mb: float
+    optimizer_mb: float
+    activations_mb: float
+    transient_mb: float
+
+    @property
+    def total_mb(self) -> float:
+        """Sum of all terms: the estimated peak."""
+        return (
+            self.params_mb
+            + self.grads_mb
+            + self.optimizer_mb
+            + self.activations_mb
+            + self.transient_mb
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        """Terms and total, rounded for logs and JSON."""
+        d = {k: round(v, 3) for k, v in asdict(self).items()}
+        d["total_mb"] = round(self.total_mb, 3)
+        return d
+
+
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """Bytes saved for backward by ``loss(model(x), y)``, and the prefix transient.
+
+    Returns ``(saved, transient)`` where ``transient`` is the largest
+    input-plus-output of a leaf module that ran without autograd recording
+    (the frozen prefix).
+    """
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    param_ptrs |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in param_ptrs:
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+        return t
+
+    transient = 0
+
+    def on_forward(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal transient
+        if torch.is_grad_enabled() or not isinstance(out, torch.Tensor):
+            return
+        ins = [a for a in args if isinstance(a, torch.Tensor)]
+        transient = max(transient, _nbytes(ins) + _nbytes([out]))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(on_forward) for m in leaves]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            F.cross_entropy(model(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(seen.values()), transient
+
+
+def estimate_training(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    num_classes: int,
+    optimizer_slots: int = 1,
+) -> MemoryEstimate:
+    """Estimate the peak of one training step of ``model`` at ``batch_size``.
+
+    ``optimizer_slots`` is the number of parameter-sized tensors the optimiser
+    keeps per trainable parameter (1 for SGD with momentum, 2 for Adam).
+    """
+    model.train()
+    x = torch.randn(batch_size, *input_shape)
+    y = torch.randint(0, num_classes, (batch_size,))
+    saved, transient = saved_activation_bytes(model, x, y)
+    resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
+    trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
+    return MemoryEstimate(
+        params_mb=resident / MB,
+        grads_mb=trainable / MB,
+        optimizer_mb=optimizer_slots * trainable / MB,
+        activations_mb=saved / MB,
+        transient_mb=(transient + _nbytes([x])) / MB,
+    )
+
+
+@lru_cache(maxsize=256)
+def estimate_step(
+    key: ModelKey, step: Step, batch_size: int, optimizer_slots: int = 1
+) -> MemoryEstimate:
+    """Peak memory of training ``step`` (cached: it runs a real forward)."""
+    torch.manual_seed(0)
+    model = StepModel(key.spec(), step, key.out_depth)
+    return estimate_training(model, key.input_shape, batch_size, key.num_classes, optimizer_slots)
+
+
+@lru_cache(maxsize=64)
+def estimate_full(key: ModelKey, batch_size: int, optimizer_slots: int = 1) -> MemoryEstimate:
+    """Peak memory of ordinary full-model training, the reference for budgets."""
+    torch.manual_seed(0)
+    model = build_full_model(key.spec())
+    return estimate_training(model, key.input_shape, batch_size, key.num_classes, optimizer_slots)

@@ -1,0 +1,64 @@
+"""Block-partitioned architectures for progressive (block-by-block) training."""
+
+from __future__ import annotations
+
+from profl_strategy.models.base import BlockNetSpec
+from profl_strategy.models.blocknet import BlockNet, build_full_model
+from profl_strategy.models.cnn import CNNSpec
+from profl_strategy.models.resnet import LAYERS, ResNetSpec
+from profl_strategy.models.vgg import VGGSpec
+from profl_strategy.models.vit import ViTSpec
+
+__all__ = [
+    "MODEL_NAMES",
+    "BlockNet",
+    "BlockNetSpec",
+    "CNNSpec",
+    "ResNetSpec",
+    "VGGSpec",
+    "ViTSpec",
+    "build_full_model",
+    "build_spec",
+]
+
+MODEL_NAMES = ("cnn", "resnet18", "resnet34", "vgg16", "vit")
+
+
+def build_spec(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    width: float = 1.0,
+) -> BlockNetSpec:
+    """Look up an architecture by its config name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``MODEL_NAMES``.
+    num_classes : int
+        Size of the classifier output.
+    input_shape : tuple[int, int, int]
+        ``(channels, height, width)`` of one input image.
+    width : float
+        Channel multiplier; smaller values give cheaper models for quick runs.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name``, a non-positive ``width`` or a shape the
+        architecture cannot take.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+    input_shape = tuple(int(d) for d in input_shape)
+    if name == "cnn":
+        return CNNSpec(num_classes, input_shape, width)
+    if name in LAYERS:
+        return ResNetSpec(LAYERS[name], num_classes, input_shape, width)
+    if name == "vgg16":
+        return VGGSpec(num_classes, input_shape, width, cfg="D")
+    return ViTSpec(num_classes, input_shape, width)

@@ -1,0 +1,97 @@
+"""The order of ProFL steps and when to move from one to the next.
+
+Stage 1 (progressive model shrinking) visits the blocks back to front, stage 2
+(progressive model growing) front to back. A step ends when its block has
+converged (and ran at least ``min_rounds``) or when it hits its stage's round
+cap, so a run always ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profl_strategy.step_model import STAGE_GROW, STAGE_SHRINK, Step
+
+
+def progressive_steps(num_blocks: int, shrink: bool = True) -> list[Step]:
+    """Stage 1 from the last block down to the first, then stage 2 upwards."""
+    if num_blocks < 1:
+        raise ValueError(f"a model needs at least one block, got {num_blocks}")
+    stage1 = [Step(STAGE_SHRINK, t) for t in reversed(range(num_blocks))]
+    stage2 = [Step(STAGE_GROW, t) for t in range(num_blocks)]
+    return (stage1 if shrink else []) + stage2
+
+
+@dataclass
+class Transition:
+    """Why a step ended, and what comes next (None at the end of the run)."""
+
+    finished: Step
+    reason: str  # "converged" or "round-cap"
+    rounds: int
+    next: Step | None
+
+
+class ProgressiveSchedule:
+    """Stateful walk over the steps; plain Python, checkpointable."""
+
+    def __init__(
+        self,
+        num_blocks: int,
+        min_rounds: int,
+        max_rounds_shrink: int,
+        max_rounds_grow: int,
+        shrink: bool = True,
+    ) -> None:
+        if min_rounds < 1:
+            raise ValueError(f"min-rounds-per-step must be >= 1, got {min_rounds}")
+        for name, cap in (("stage1", max_rounds_shrink), ("stage2", max_rounds_grow)):
+            if cap < min_rounds:
+                raise ValueError(
+                    f"max-rounds-{name} ({cap}) must be >= min-rounds-per-step ({min_rounds})"
+                )
+        self.steps = progressive_steps(num_blocks, shrink)
+        self.min_rounds = min_rounds
+        self.caps = {STAGE_SHRINK: max_rounds_shrink, STAGE_GROW: max_rounds_grow}
+        self.index = 0
+        self.rounds_in_step = 0
+
+    @property
+    def done(self) -> bool:
+        """True after the last step of stage 2 has ended."""
+        return self.index >= len(self.steps)
+
+    @property
+    def current(self) -> Step:
+        """The step to train in the next round."""
+        if self.done:
+            raise RuntimeError("the progressive schedule has finished")
+        return self.steps[self.index]
+
+    def max_rounds(self) -> int:
+        """Upper bound on the rounds the whole schedule can take."""
+        return sum(self.caps[s.stage] for s in self.steps)
+
+    def record_round(self, converged: bool) -> Transition | None:
+        """Count one trained round; end the step if it converged or hit its cap."""
+        step = self.current
+        self.rounds_in_step += 1
+        if converged and self.rounds_in_step >= self.min_rounds:
+            reason = "converged"
+        elif self.rounds_in_step >= self.caps[step.stage]:
+            reason = "round-cap"
+        else:
+            return None
+        rounds = self.rounds_in_step
+        self.index += 1
+        self.rounds_in_step = 0
+        return Transition(step, reason, rounds, None if self.done else self.current)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the schedule, for checkpoints."""
+        return {"index": self.index, "rounds_in_step": self.rounds_in_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a saved position."""
+        self.index = int(state["index"])
+        self.rounds_in_step = int(state["rounds_in_step"])

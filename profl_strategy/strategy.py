@@ -1,0 +1,386 @@
+"""ProFL as a Flower strategy: memory-aware selection, per-step messages, per-block FedAvg.
+
+The strategy owns the whole progressive state (the :class:`GlobalModel`: real
+blocks, head, stage-1 stand-ins and output modules) and walks the
+:class:`ProgressiveSchedule`. Each round it sends every selected node only the
+arrays of the current step, aggregates what comes back key by key, and lets the
+effective-movement detector decide when the active block has converged.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from torch import nn
+
+from profl_strategy.condense import condense_into_output_module
+from profl_strategy.memory import ModelKey, estimate_step
+from profl_strategy.movement import ConvergenceDetector
+from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
+from profl_strategy.schedule import ProgressiveSchedule, Transition
+from profl_strategy.step_model import STAGE_SHRINK, GlobalModel, Step, StepModel
+
+Evaluator = Callable[[int, nn.Module], dict[str, float]]
+RoundHook = Callable[[dict[str, Any]], None]
+
+
+class ProFL(FedAvg):
+    """Progressive training of a block-partitioned model under per-node memory budgets.
+
+    Parameters
+    ----------
+    model_key : ModelKey
+        Architecture and shapes; fixes the blocks and the memory estimates.
+    schedule : ProgressiveSchedule
+        Stage/step order and round caps.
+    detector : ConvergenceDetector
+        Effective-movement test on the active block.
+    run_config : ConfigRecord
+        Fixed part of every message (see :func:`protocol.run_record`).
+    batch_size : int
+        Local batch size; memory estimates are made for it.
+    fraction_train, min_train_nodes : float, int
+        Share of the eligible nodes selected per round, and the least number
+        selected when that many are eligible.
+    seed : int
+        Seeds node sampling.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_key: ModelKey,
+        schedule: ProgressiveSchedule,
+        detector: ConvergenceDetector,
+        run_config: ConfigRecord,
+        batch_size: int,
+        fraction_train: float,
+        min_train_nodes: int,
+        seed: int,
+        eval_every: int = 1,
+        on_round: RoundHook | None = None,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=0.0,
+            min_train_nodes=min_train_nodes,
+            min_available_nodes=1,
+        )
+        self.key, self.schedule, self.detector = model_key, schedule, detector
+        self.run_config, self.batch_size = run_config, batch_size
+        self.rng = random.Random(seed)
+        self.on_round, self.eval_every = on_round, eval_every
+        torch.manual_seed(seed)
+        self.model = GlobalModel(model_key.spec(), model_key.out_depth)
+        self.budgets: dict[int, float] = {}
+        self.budget_sources: dict[int, str] = {}
+        self.partition_ids: dict[int, int] = {}
+        self.history: list[dict[str, Any]] = []
+        self.refusals = 0
+        self._step_started: Step | None = None
+        self._sent_keys: list[str] = []
+        self._last: dict[str, Any] = {}
+
+    # ---- the pieces of one round -------------------------------------------------
+    def need_mb(self, step: Step) -> float:
+        """Estimated peak memory of training ``step``."""
+        return estimate_step(self.key, step, self.batch_size).total_mb
+
+    def step_keys(self, step: Step) -> tuple[list[str], list[str]]:
+        """All state keys of a step's sub-model, and those it trains."""
+        sub = StepModel(self.key.spec(), step, self.key.out_depth)
+        return list(sub.state_dict()), sub.trainable_keys()
+
+    def block_params(self, t: int) -> torch.Tensor:
+        """The active block's parameters as one vector, for effective movement."""
+        return nn.utils.parameters_to_vector(self.model.blocks[t].parameters()).detach()
+
+    def discover_budgets(self, grid: Grid, server_round: int, timeout: float) -> None:
+        """Ask nodes the strategy has not heard from for their memory budget."""
+        new = [n for n in grid.get_node_ids() if n not in self.budgets]
+        if not new:
+            return
+        msgs = [
+            Message(
+                RecordDict({"config": ConfigRecord(dict(self.run_config))}),
+                dst_node_id=n,
+                message_type=QUERY_BUDGET,
+                group_id=str(server_round),
+            )
+            for n in new
+        ]
+        for reply in grid.send_and_receive(msgs, timeout=timeout):
+            if reply.has_error():
+                log(
+                    WARNING,
+                    "budget query failed on node %s: %s",
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
+                continue
+            m = reply.content["metrics"]
+            nid = reply.metadata.src_node_id
+            self.budgets[nid] = float(m["memory-mb"])
+            self.partition_ids[nid] = int(m.get("partition-id", -1))
+            self.budget_sources[nid] = str(reply.content["config"]["source"])
+        log(INFO, "budgets known for %d nodes: %s", len(self.budgets), self.budget_summary())
+
+    def budget_summary(self) -> str:
+        """Budgets in MB, smallest first, for the log."""
+        return ", ".join(f"{b:.0f}" for b in sorted(self.budgets.values()))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Select eligible nodes and send each the arrays of the current step."""
+        step = self.schedule.current
+        need = self.need_mb(step)
+        online = set(grid.get_node_ids())
+        eligible = sorted(n for n, b in self.budgets.items() if n in online and b >= need)
+        k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
+        selected = sorted(self.rng.sample(eligible, k))
+        keys, self._sent_keys = self.step_keys(step)
+        sub = ArrayRecord({k_: arrays[k_] for k_ in keys})
+        cfg = step_record(self.run_config, step, server_round, need)
+        self._last = {
+            "eligible": len(eligible),
+            "selected": len(selected),
+            "online": len(online),
+            "need_mb": need,
+            "bytes_down": sub.count_bytes() * len(selected),
+        }
+        return [
+            Message(
+                RecordDict({"arrays": sub, "config": cfg}),
+                dst_node_id=n,
+                message_type=TRAIN_STEP,
+                group_id=str(server_round),
+            )
+            for n in selected
+        ]
+
+    def _valid(self, reply: Message) -> str | None:
+        """Why a train reply cannot be aggregated, or None if it can."""
+        if reply.has_error():
+            return f"error reply: {reply.error.reason}"
+        content = reply.content
+        m = content.metric_records.get("metrics")
+        if m is None:
+            return "no metrics"
+        if int(m.get("refused", 0)):
+            return "refused"
+        if "arrays" not in content.array_records:
+            return "no arrays"
+        arr = content["arrays"]
+        if sorted(arr.keys()) != sorted(self._sent_keys):
+            return "arrays for other keys than the step's trainable ones"
+        ref = self.model.state_dict()
+        for k, a in arr.items():
+            v = a.numpy()
+            if tuple(v.shape) != tuple(ref[k].shape):
+                return f"shape of {k} is {v.shape}, expected {tuple(ref[k].shape)}"
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                return f"non-finite values in {k}"
+        if not float(m.get("num-examples", 0)) > 0:
+            return "num-examples is not positive"
+        return None
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Weighted FedAvg of the active step's arrays; the model stays whole."""
+        good: list[RecordDict] = []
+        stats = {"refused": 0, "rejected": 0, "replies": 0}
+        peak_measured, bytes_up = 0.0, 0
+        for reply in replies:
+            stats["replies"] += 1
+            why = self._valid(reply)
+            if why == "refused":
+                stats["refused"] += 1
+                m = reply.content["metrics"]
+                log(
+                    WARNING,
+                    "node %s refused the step: needs %.1f MB, budget %.1f MB",
+                    reply.metadata.src_node_id,
+                    m["need-mb"],
+                    m["memory-mb"],
+                )
+            elif why:
+                stats["rejected"] += 1
+                log(WARNING, "reply of node %s rejected: %s", reply.metadata.src_node_id, why)
+            else:
+                good.append(reply.content)
+                bytes_up += reply.content["arrays"].count_bytes()
+                peak_measured = max(
+                    peak_measured, float(reply.content["metrics"].get("peak-mb-measured", 0.0))
+                )
+        self.refusals += stats["refused"]
+        self._last.update(
+            stats, bytes_up=bytes_up, peak_mb_measured=peak_measured, aggregated=len(good)
+        )
+        if not good:
+            return None, None
+        agg = aggregate_arrayrecords(good, "num-examples")
+        state = self.model.state_dict()
+        merged = {
+            k: torch.from_numpy(np.asarray(a.numpy())).to(state[k].dtype) for k, a in agg.items()
+        }
+        self.model.load_state_dict(merged, strict=False)
+        n = sum(float(c["metrics"]["num-examples"]) for c in good)
+        loss = (
+            sum(
+                float(c["metrics"]["train-loss"]) * float(c["metrics"]["num-examples"])
+                for c in good
+            )
+            / n
+        )
+        self._last["train_loss"] = loss
+        return ArrayRecord(self.model.state_dict()), MetricRecord(
+            {"train-loss": loss, "num-examples": n}
+        )
+
+    # ---- the progressive loop ---------------------------------------------------
+    def _enter_step(self, step: Step) -> None:
+        """Prepare a step: fold the trained block into the next output module."""
+        last = self.key.spec().num_blocks - 1
+        if step.stage == STAGE_SHRINK and step.block < last:
+            copied = condense_into_output_module(self.model, step.block)
+            log(
+                INFO,
+                "stage 1: output module of block %d initialised from block %d (%d layers)",
+                step.block,
+                step.block + 1,
+                copied,
+            )
+        self.detector.reset(self.block_params(step.block))
+        self._step_started = step
+
+    def _advance_without_training(self, step: Step, reason: str) -> Transition:
+        self.schedule.rounds_in_step = self.schedule.caps[step.stage] - 1
+        t = self.schedule.record_round(converged=False)
+        assert t is not None
+        t.reason = reason
+        return t
+
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord | None = None,
+        num_rounds: int = 200,
+        timeout: float = 600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Evaluator | None = None,
+    ) -> Result:
+        """Run stage 1 and stage 2 until the schedule ends or ``num_rounds`` is reached."""
+        if initial_arrays is not None:
+            self.model.load_state_dict(initial_arrays.to_torch_state_dict())
+        log(
+            INFO,
+            "ProFL: %d blocks, steps %s, at most %d rounds",
+            self.key.spec().num_blocks,
+            " ".join(map(str, self.schedule.steps)),
+            min(num_rounds, self.schedule.max_rounds()),
+        )
+        result = Result()
+        server_round = 0
+        while server_round < num_rounds and not self.schedule.done:
+            step = self.schedule.current
+            if step != self._step_started:
+                self._enter_step(step)
+            self.discover_budgets(grid, server_round + 1, timeout)
+            server_round += 1
+            t0 = time.monotonic()
+            arrays = ArrayRecord(self.model.state_dict())
+            msgs = list(
+                self.configure_train(server_round, arrays, train_config or ConfigRecord(), grid)
+            )
+            if not msgs:
+                log(
+                    WARNING,
+                    "round %d: no node can hold step %s (needs %.1f MB; budgets %s); skipping it",
+                    server_round,
+                    step,
+                    self._last["need_mb"],
+                    self.budget_summary(),
+                )
+                transition = self._advance_without_training(step, "no-eligible-node")
+                em = None
+            else:
+                agg, metrics = self.aggregate_train(
+                    server_round, grid.send_and_receive(msgs, timeout=timeout)
+                )
+                if agg is not None:
+                    result.arrays = agg
+                    result.train_metrics_clientapp[server_round] = metrics
+                    em = self.detector.update(self.block_params(step.block))
+                    transition = self.schedule.record_round(self.detector.converged)
+                else:
+                    log(
+                        WARNING,
+                        "round %d: no usable reply; the global model is unchanged",
+                        server_round,
+                    )
+                    em, transition = None, self.schedule.record_round(False)
+            record = {
+                "round": server_round,
+                "stage": step.stage,
+                "block": step.block,
+                "em": em,
+                **self._last,
+                "round_s": 0.0,
+            }
+            if evaluate_fn and (
+                self.schedule.done or server_round % self.eval_every == 0 or transition
+            ):
+                model = self.final_model() if self.schedule.done else self.step_model(step)
+                record.update(evaluate_fn(server_round, model))
+                result.evaluate_metrics_serverapp[server_round] = MetricRecord(
+                    {k: float(v) for k, v in record.items() if k in ("accuracy", "loss")}
+                )
+            record["round_s"] = time.monotonic() - t0
+            if transition:
+                record["transition"] = {
+                    "reason": transition.reason,
+                    "rounds": transition.rounds,
+                    "next": str(transition.next) if transition.next else None,
+                }
+                log(
+                    INFO,
+                    "step %s ended after %d rounds (%s); next: %s",
+                    transition.finished,
+                    transition.rounds,
+                    transition.reason,
+                    transition.next or "done",
+                )
+            self.history.append(record)
+            if self.on_round:
+                self.on_round(record)
+        return result
+
+    def step_model(self, step: Step) -> nn.Module:
+        """The current step's sub-model with the global weights (for evaluation)."""
+        sub = StepModel(self.key.spec(), step, self.key.out_depth)
+        state = self.model.state_dict()
+        sub.load_state_dict({k: state[k] for k in sub.state_dict()})
+        return sub
+
+    def final_model(self) -> nn.Module:
+        """The deliverable model: real blocks and head."""
+        from profl_strategy.models import build_full_model
+
+        full = build_full_model(self.key.spec())
+        state = self.model.state_dict()
+        full.load_state_dict({k: state[k] for k in full.state_dict()})
+        return full

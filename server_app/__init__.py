@@ -1,0 +1,1 @@
+"""ProFL ServerApp: composes the run, drives the strategy, evaluates and records."""

@@ -1,0 +1,319 @@
+"""Tests for client_app.dataset: partitions, local readers, loaders, hub errors.
+
+They read the offline data in ``shared/data`` (or ``$PROFL_DATA_DIR``) and never
+download anything: hub code paths run against an in-memory fake of
+``datasets.load_dataset`` or with the Hugging Face libraries forced offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from client_app import dataset as ds
+from client_app.local_data import CIFAR10_CLASSES, CIFAR10_FOLDER, cache_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(
+    os.environ.get("PROFL_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+DATA = str(DATA_DIR)
+
+pytestmark = pytest.mark.skipif(
+    not (DATA_DIR / "FashionMNIST" / "raw").is_dir() or not (DATA_DIR / CIFAR10_FOLDER).is_dir(),
+    reason=f"offline data not found in {DATA_DIR} (set PROFL_DATA_DIR)",
+)
+
+NUM_PARTITIONS = 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Decode CIFAR-10 into a fresh cache once per test module, never into ~."""
+    folder = tmp_path_factory.mktemp("profl-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROFL_CACHE_DIR", str(folder))
+        ds.clear_caches()
+        yield folder
+        ds.clear_caches()
+
+
+def _rows(kind: str, seed: int, *, alpha: float = 0.3) -> list[np.ndarray]:
+    return [
+        ds.partition_rows(
+            "fmnist",
+            pid,
+            NUM_PARTITIONS,
+            partitioner=kind,
+            alpha=alpha,
+            shards_per_partition=2,
+            seed=seed,
+            data_dir=DATA,
+        )
+        for pid in range(NUM_PARTITIONS)
+    ]
+
+
+def _label_skew(parts: list[np.ndarray], labels: np.ndarray) -> float:
+    """Mean total-variation distance between client and global label mixes."""
+    glob = np.bincount(labels, minlength=10) / len(labels)
+    dists = [np.bincount(labels[p], minlength=10) / len(p) for p in parts]
+    return float(np.mean([0.5 * np.abs(d - glob).sum() for d in dists]))
+
+
+@pytest.mark.parametrize("kind", ["iid", "dirichlet"])
+def test_partitions_disjoint_and_cover_train(kind: str) -> None:
+    parts = _rows(kind, seed=0)
+    everything = np.concatenate(parts)
+    assert sum(len(p) for p in parts) == 60000
+    assert len(np.unique(everything)) == 60000  # disjoint and covering
+
+
+def test_partitions_deterministic_for_seed() -> None:
+    first = _rows("dirichlet", seed=3)
+    ds.clear_caches()  # rebuild the partitioner from scratch
+    again = _rows("dirichlet", seed=3)
+    other = _rows("dirichlet", seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    iid_a, iid_b = _rows("iid", seed=3), _rows("iid", seed=4)
+    assert not np.array_equal(iid_a[0], iid_b[0])
+
+
+def test_load_partition_matches_rows() -> None:
+    kwargs = {"partitioner": "dirichlet", "alpha": 0.3, "shards_per_partition": 2}
+    images, labels = ds.load_partition("fmnist", 2, NUM_PARTITIONS, seed=0, data_dir=DATA, **kwargs)
+    rows = ds.partition_rows("fmnist", 2, NUM_PARTITIONS, seed=0, data_dir=DATA, **kwargs)
+    full_x, full_y = ds._local_full("fmnist", "train", DATA)
+    assert images.dtype == np.uint8 and images.shape == (len(rows), 28, 28, 1)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(images, full_x[rows])
+    np.testing.assert_array_equal(labels, full_y[rows])
+
+
+def test_dirichlet_is_label_skewed_and_shards_have_few_labels() -> None:
+    _, labels = ds._local_full("fmnist", "train", DATA)
+    iid_skew = _label_skew(_rows("iid", seed=0), labels)
+    dir_skew = _label_skew(_rows("dirichlet", seed=0, alpha=0.1), labels)
+    assert iid_skew < 0.05
+    assert dir_skew > 0.3
+    shards = _rows("shards", seed=0)
+    n_labels = [len(np.unique(labels[p])) for p in shards]
+    assert max(n_labels) <= 4, n_labels  # 2 shards, each at most 2 labels
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("fmnist", (28, 28, 1)), ("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
+)
+def test_test_split_sizes(name: str, shape: tuple[int, int, int]) -> None:
+    images, labels = ds.load_test(name, data_dir=DATA, seed=0)
+    assert images.shape == (10000, *shape) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    assert set(np.unique(labels)) == set(range(10))
+
+
+def test_cifar10_images_and_labels_match_index() -> None:
+    images, labels = ds._local_full("cifar10", "train", DATA)
+    assert images.shape == (50000, 32, 32, 3) and images.dtype == np.uint8
+    with open(DATA_DIR / CIFAR10_FOLDER / "train_index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i in (0, 1, 2, 12345, 49999):
+        row = rows[i]
+        assert int(row["orig_index"]) == i
+        assert labels[i] == int(row["label"])
+        assert f"/{CIFAR10_CLASSES[labels[i]]}/" in row["path"]
+    assert images.std() > 40  # real pictures, not an empty buffer
+    part_x, part_y = ds.load_partition(
+        "cifar10", 0, 5, partitioner="iid", alpha=1.0, shards_per_partition=2, seed=0, data_dir=DATA
+    )
+    assert part_x.shape == (10000, 32, 32, 3) and len(part_y) == 10000
+
+
+def test_cifar10_decoded_arrays_are_cached() -> None:
+    first, _ = ds._local_full("cifar10", "test", DATA)
+    cached = sorted(p.name for p in cache_dir().glob("cifar10-jpeg-*.npy"))
+    assert any("-test-" in name for name in cached), cached
+    assert not list(cache_dir().glob("*.tmp"))
+    ds.clear_caches()
+    start = time.perf_counter()
+    again, _ = ds._local_full("cifar10", "test", DATA)
+    assert time.perf_counter() - start < 3.0
+    np.testing.assert_array_equal(first, again)
+
+
+def test_loader_normalises_and_shapes() -> None:
+    images, labels = ds.load_test("fmnist", data_dir=DATA, seed=0)
+    loader = ds.make_loader(images, labels, "fmnist", batch_size=500, train=False, seed=0)
+    batches = list(loader)
+    x, y = batches[0]
+    assert x.shape == (500, 1, 28, 28) and x.dtype == torch.float32
+    assert y.dtype == torch.int64
+    allx = torch.cat([b[0] for b in batches])
+    assert abs(allx.mean().item()) < 0.05 and abs(allx.std().item() - 1.0) < 0.05
+    # Evaluation keeps the order; training shuffles reproducibly by seed.
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.from_numpy(labels))
+    order = [
+        torch.cat(
+            [
+                b[1]
+                for b in ds.make_loader(
+                    images, labels, "fmnist", batch_size=500, train=True, seed=s
+                )
+            ]
+        )
+        for s in (1, 1, 2)
+    ]
+    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
+
+
+def _plain(image: np.ndarray, name: str) -> torch.Tensor:
+    info = ds.DATASETS[name]
+    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    return (x - torch.tensor(info.mean).view(-1, 1, 1)) / torch.tensor(info.std).view(-1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "train", "augmented"),
+    [
+        ("cifar10", True, True),
+        ("cifar10", False, False),
+        ("fmnist", True, False),
+    ],
+)
+def test_augmentation_only_for_cifar_training(name: str, train: bool, augmented: bool) -> None:
+    images, labels = ds.load_test(name, data_dir=DATA, seed=0)
+    images, labels = images[:32], labels[:32]
+    loader = ds.make_loader(images, labels, name, batch_size=8, train=train, seed=0)
+    torch.manual_seed(0)
+    changed = 0
+    for i in range(len(images)):
+        x, y = loader.dataset[i]
+        assert x.shape == _plain(images[i], name).shape and int(y) == labels[i]
+        changed += not torch.allclose(x, _plain(images[i], name), atol=1e-6)
+    assert (changed > 0) == augmented, changed
+
+
+def test_errors_name_the_bad_value(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'bogus'.*iid"):
+        ds.make_partitioner("bogus", 2, alpha=0.5, shards_per_partition=2, seed=0)
+    with pytest.raises(ValueError, match="'svhn'"):
+        ds.load_test("svhn", data_dir=DATA, seed=0)
+    with pytest.raises(ValueError, match="offline"):
+        ds.load_test("cifar100", data_dir=DATA, seed=0)
+    with pytest.raises(ValueError, match="partition_id 5"):
+        ds.load_partition(
+            "fmnist",
+            5,
+            5,
+            partitioner="iid",
+            alpha=1.0,
+            shards_per_partition=2,
+            seed=0,
+            data_dir=DATA,
+        )
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "FashionMNIST")):
+        ds.load_test("fmnist", data_dir=str(tmp_path), seed=0)
+    with pytest.raises(FileNotFoundError, match="CIFAR-10-images-jpeg.zip"):
+        ds.load_test("cifar10", data_dir=str(tmp_path), seed=0)
+
+
+def _fake_hub(name: str, n: int) -> datasets.DatasetDict:
+    """An in-memory stand-in for a hub dataset; pixel (0, 0) encodes the row id."""
+    info = ds.DATASETS[name]
+    c, h, w = info.input_shape
+    mode = "L" if c == 1 else "RGB"
+    rng = np.random.default_rng(0)
+
+    def split(offset: int, size: int) -> datasets.Dataset:
+        images = []
+        for i in range(offset, offset + size):
+            pixels = rng.integers(0, 256, size=(h, w, c), dtype=np.uint8)
+            pixels[0, 0] = i
+            images.append(Image.fromarray(pixels.squeeze(-1) if c == 1 else pixels, mode))
+        features = datasets.Features(
+            {
+                info.image_column: datasets.Image(),
+                info.label_column: datasets.ClassLabel(num_classes=info.num_classes),
+            }
+        )
+        labels = [i % info.num_classes for i in range(offset, offset + size)]
+        return datasets.Dataset.from_dict(
+            {info.image_column: images, info.label_column: labels}, features=features
+        )
+
+    if name == "femnist":  # Only a train split exists on the hub.
+        return datasets.DatasetDict({"train": split(0, n)})
+    return datasets.DatasetDict({"train": split(0, n), "test": split(n, n // 4)})
+
+
+@pytest.mark.parametrize("name", ["femnist", "cifar10"])
+def test_hub_path_with_fake_hub(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    fake = _fake_hub(name, 200)
+    monkeypatch.setattr(datasets, "load_dataset", lambda **_: fake)
+    c, h, w = ds.DATASETS[name].input_shape
+    ids = []
+    for pid in range(4):
+        x, y = ds.load_partition(
+            name, pid, 4, partitioner="iid", alpha=1.0, shards_per_partition=2, seed=7, data_dir=""
+        )
+        assert x.shape[1:] == (h, w, c) and x.dtype == np.uint8 and y.dtype == np.int64
+        ids.append(x[:, 0, 0, 0])
+    test_x, _ = ds.load_test(name, data_dir="", seed=7)
+    train_ids = np.concatenate(ids)
+    assert len(np.unique(train_ids)) == len(train_ids)
+    if name == "femnist":  # 10% held out, never in a partition
+        assert len(train_ids) == 180 and len(test_x) == 20
+        assert not set(train_ids) & set(test_x[:, 0, 0, 0])
+    else:
+        assert len(train_ids) == 200 and len(test_x) == 50
+
+
+def test_hub_failure_tells_how_to_use_local_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(**_: object) -> None:
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(RuntimeError, match="data-dir") as info:
+        ds.load_test("cifar100", data_dir="", seed=0)
+    assert "flwr run" in str(info.value) and "fmnist" in str(info.value)
+
+
+def test_offline_hub_raises_runtime_error(tmp_path: Path) -> None:
+    """The real hub path with HF forced offline fails fast with the advice."""
+    code = (
+        "from client_app import dataset as ds\n"
+        "try:\n"
+        "    ds.load_partition('mnist', 0, 2, partitioner='iid', alpha=1.0,\n"
+        "                      shards_per_partition=2, seed=0, data_dir='')\n"
+        "except RuntimeError as err:\n"
+        "    print('RAISED', err)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert "RAISED" in result.stdout, result.stderr[-2000:]
+    assert "data-dir" in result.stdout
