@@ -159,6 +159,14 @@ class ProFL(FedAvg):
             "online": len(online),
             "need_mb": need,
             "bytes_down": sub.count_bytes() * len(selected),
+            "selected_nodes": [
+                {
+                    "node": n,
+                    "partition": self.partition_ids.get(n, -1),
+                    "budget_mb": self.budgets[n],
+                }
+                for n in selected
+            ],
         }
         return [
             Message(

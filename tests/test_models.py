@@ -68,12 +68,8 @@ def test_cnn_matches_flat_sequential() -> None:
             layers += [nn.BatchNorm2d(c_out), nn.ReLU()]
         layers += [nn.MaxPool2d(2)] if pool else []
         c_in = c_out
-    ref = nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)
-    )
-    ref.load_state_dict(
-        dict(zip(ref.state_dict(), model.state_dict().values(), strict=True))
-    )
+    ref = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    ref.load_state_dict(dict(zip(ref.state_dict(), model.state_dict().values(), strict=True)))
     assert_same_forward(model, ref, CIFAR)
 
 
@@ -151,9 +147,7 @@ def test_vit_matches_torchvision(shape: Shape) -> None:
     assert_same_forward(model, ref, shape)
 
 
-CASES = [(n, CIFAR) for n in MODEL_NAMES] + [
-    (n, MNIST) for n in ("cnn", "resnet18", "vit")
-]
+CASES = [(n, CIFAR) for n in MODEL_NAMES] + [(n, MNIST) for n in ("cnn", "resnet18", "vit")]
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)

@@ -1,0 +1,89 @@
+"""The ClientApp checks every step against its own budget and returns only what it trained."""
+
+from pathlib import Path
+
+import pytest
+from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client_app.app import budget as budget_handler
+from client_app.app import train as train_handler
+from profl_strategy.budgets import MemoryProfile
+from profl_strategy.memory import ModelKey, estimate_full, estimate_step
+from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, run_record, step_record
+from profl_strategy.step_model import GlobalModel, Step, StepModel
+
+KEY = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
+STEP = Step(2, 1)
+
+
+def message(data_dir: Path, kind: str) -> Message:
+    profile = MemoryProfile("uniform-tiers", (1, 1), (0.3, 1.0))
+    base = run_record(
+        model=KEY,
+        profile=profile,
+        full_peak_mb=estimate_full(KEY, 16).total_mb,
+        seed=0,
+        data={
+            "dataset": "fmnist",
+            "data-dir": str(data_dir),
+            "partitioner": "iid",
+            "alpha": 0.5,
+            "shards": 2,
+        },
+        train={
+            "batch-size": 16,
+            "local-epochs": 1,
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight-decay": 0.0,
+            "proximal-mu": 0.0,
+        },
+    )
+    if kind == QUERY_BUDGET:
+        return Message(RecordDict({"config": base}), dst_node_id=1, message_type=kind)
+    cfg = step_record(base, STEP, 1, estimate_step(KEY, STEP, 16).total_mb)
+    sub = StepModel(KEY.spec(), STEP, KEY.out_depth)
+    state = GlobalModel(KEY.spec(), KEY.out_depth).state_dict()
+    arrays = ArrayRecord({k: state[k] for k in sub.state_dict()})
+    return Message(RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=1, message_type=kind)
+
+
+def context(node_config: dict) -> Context:
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+
+NODE = {"partition-id": 3, "num-partitions": 200}
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> None:
+    """Flower's runtime sets who is sending; outside it, a test must."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+def test_over_budget_node_refuses_without_training(data_dir: Path) -> None:
+    need = estimate_step(KEY, STEP, 16).total_mb
+    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 0.9}))
+    m = reply.content["metrics"]
+    assert m["refused"] == 1 and m["need-mb"] == pytest.approx(need)
+    assert not reply.content.array_records  # nothing trained, nothing sent
+
+
+def test_node_within_budget_returns_only_trained_keys(data_dir: Path) -> None:
+    need = estimate_step(KEY, STEP, 16).total_mb
+    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 1.1}))
+    sub = StepModel(KEY.spec(), STEP, KEY.out_depth)
+    assert sorted(reply.content["arrays"].keys()) == sorted(sub.trainable_keys())
+    assert not any(k.startswith("blocks.0.") for k in reply.content["arrays"].keys())
+    assert reply.content["metrics"]["num-examples"] == 300  # 60000 / 200 partitions
+
+
+def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None:
+    msg = message(data_dir, QUERY_BUDGET)
+    simulated = budget_handler(msg, context(NODE)).content
+    assert simulated["config"]["source"].startswith("uniform-tiers")
+    assert simulated["metrics"]["partition-id"] == 3
+    deployed = budget_handler(msg, context(NODE | {"memory-mb": 64})).content
+    assert deployed["metrics"]["memory-mb"] == 64.0
+    assert deployed["config"]["source"] == "node-config"

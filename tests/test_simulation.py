@@ -1,0 +1,124 @@
+"""A real Flower simulation (`flwr run .`) through both ProFL stages on offline data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.simulation
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listener_pids(port: int) -> list[int]:
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    return [
+        int(p.split("=")[1]) for p in out.stdout.replace(",", " ").split() if p.startswith("pid=")
+    ]
+
+
+def flwr_run(app: Path, home: Path, run_config: str, supernodes: int) -> tuple[str, list[dict]]:
+    """Run the app with `flwr run` on a private managed SuperLink; return log and results."""
+    http, control = free_port(), free_port()
+    env = os.environ | {
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RAY_DEDUP_LOGS": "0",
+    }
+    cmd = [
+        "flwr",
+        "run",
+        str(app),
+        "--stream",
+        "--run-config",
+        run_config,
+        "--federation-config",
+        f"num-supernodes={supernodes}",
+    ]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=app)
+    finally:
+        for pid in listener_pids(http):  # the managed SuperLink outlives `flwr run`
+            os.kill(pid, signal.SIGTERM)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    results = [json.loads(p.read_text()) for p in sorted((home / "out").glob("*/results.json"))]
+    return log, results
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[str, dict]:
+    tmp = tmp_path_factory.mktemp("sim")
+    app = tmp / "app"  # a copy: nothing a run does can touch the checkout
+    shutil.copytree(
+        REPO,
+        app,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".pytest_cache", "deploy"
+        ),
+    )
+    cfg = (
+        f"data-dir='{data_dir}' outputs-dir='{tmp / 'home' / 'out'}' width=0.25 "
+        "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "
+        "fraction-train=0.3 seed=1"
+    )
+    log, results = flwr_run(app, tmp / "home", cfg, supernodes=20)
+    assert len(results) == 1, log[-3000:]
+    return log, results[0]
+
+
+def test_runs_through_both_stages_above_chance(run: tuple[str, dict]) -> None:
+    log, res = run
+    summary = res["summary"]
+    assert summary["schedule_done"], log[-3000:]
+    stages = [r["stage"] for r in res["rounds"]]
+    assert stages[0] == 1 and stages[-1] == 2 and sorted(stages) == stages
+    assert summary["final_accuracy"] > 0.5  # chance is 0.1 on Fashion-MNIST
+    assert "step s2b3 ended" in log
+
+
+def test_nodes_only_train_steps_they_can_hold(run: tuple[str, dict]) -> None:
+    _, res = run
+    budgets = res["summary"]["budgets_mb"]
+    assert len(budgets) == 20 and len(set(budgets)) > 1
+    full = res["summary"]["full_model_peak_mb_est"]
+    assert sum(b >= full for b in budgets) < 10  # a minority can train the full model
+    for r in res["rounds"]:
+        assert r["refused"] == 0 and r["rejected"] == 0
+        assert all(n["budget_mb"] >= r["need_mb"] for n in r["selected_nodes"])
+        assert r["eligible"] == sum(b >= r["need_mb"] for b in budgets)
+    assert any(r["eligible"] > sum(b >= full for b in budgets) for r in res["rounds"])
+
+
+def test_each_round_is_logged_with_its_metrics(run: tuple[str, dict]) -> None:
+    log, res = run
+    for r in res["rounds"]:
+        assert {
+            "round",
+            "stage",
+            "block",
+            "eligible",
+            "selected",
+            "em",
+            "need_mb",
+            "bytes_down",
+            "bytes_up",
+        } <= set(r)
+    assert "round stage block" in log
