@@ -48,6 +48,9 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "proximal-mu": "method.proximal_mu",
     "eval-every": "eval.every",
     "outputs-dir": "output.dir",
+    "min-replies": "train.min_replies",
+    "checkpoint-every": "checkpoint.every",
+    "resume": "resume",
 }
 META_KEYS = ("preset", "overrides")
 
@@ -86,6 +89,13 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.em.variant": (str, lambda v: v in ("vector", "scalar"), "vector or scalar"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
+    "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
+    "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
+    "resume": (
+        str,
+        lambda v: not v or Path(v).expanduser().exists(),
+        "an existing run folder or checkpoint file, or ''",
+    ),
 }
 
 
@@ -161,6 +171,11 @@ def validate(cfg: DictConfig) -> None:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
             raise ConfigError(f"{_run_key_for(path)} = {value!r} is invalid: it must be {allowed}")
+    if cfg.train.min_replies > cfg.train.min_nodes:
+        raise ConfigError(
+            f"'min-replies' = {cfg.train.min_replies} exceeds 'min-train-nodes' = "
+            f"{cfg.train.min_nodes}: a round could never gather enough replies"
+        )
     m = cfg.method
     for cap in ("max_rounds_stage1", "max_rounds_stage2"):
         if m[cap] < m.min_rounds_per_step:

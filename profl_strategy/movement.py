@@ -74,6 +74,15 @@ class ConvergenceDetector:
         self.below = self.below + 1 if em < self.threshold else 0
         return em
 
+    def state_dict(self) -> dict:
+        """Window and counter, for checkpoints."""
+        return {"snapshots": list(self.snapshots), "below": self.below}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue watching from a checkpoint."""
+        self.snapshots = deque(state["snapshots"], maxlen=self.window + 1)
+        self.below = int(state["below"])
+
     @property
     def converged(self) -> bool:
         """True once EM stayed below the threshold long enough."""

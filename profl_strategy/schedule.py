@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from profl_strategy.step_model import STAGE_GROW, STAGE_SHRINK, Step
+from profl_strategy.step_model import STAGE_FULL, STAGE_GROW, STAGE_SHRINK, Step
 
 
 def progressive_steps(num_blocks: int, shrink: bool = True) -> list[Step]:
@@ -42,7 +42,12 @@ class ProgressiveSchedule:
         max_rounds_shrink: int,
         max_rounds_grow: int,
         shrink: bool = True,
+        full_model_rounds: int = 0,
     ) -> None:
+        """``full_model_rounds > 0`` replaces both stages by that many rounds of
+        ordinary full-model training (the baselines), with no early stop."""
+        if full_model_rounds > 0:
+            min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
             raise ValueError(f"min-rounds-per-step must be >= 1, got {min_rounds}")
         for name, cap in (("stage1", max_rounds_shrink), ("stage2", max_rounds_grow)):
@@ -51,8 +56,14 @@ class ProgressiveSchedule:
                     f"max-rounds-{name} ({cap}) must be >= min-rounds-per-step ({min_rounds})"
                 )
         self.steps = progressive_steps(num_blocks, shrink)
+        if full_model_rounds > 0:
+            self.steps = [Step(STAGE_FULL, num_blocks - 1)]
         self.min_rounds = min_rounds
-        self.caps = {STAGE_SHRINK: max_rounds_shrink, STAGE_GROW: max_rounds_grow}
+        self.caps = {
+            STAGE_FULL: full_model_rounds,
+            STAGE_SHRINK: max_rounds_shrink,
+            STAGE_GROW: max_rounds_grow,
+        }
         self.index = 0
         self.rounds_in_step = 0
 
@@ -82,6 +93,14 @@ class ProgressiveSchedule:
             reason = "round-cap"
         else:
             return None
+        rounds = self.rounds_in_step
+        self.index += 1
+        self.rounds_in_step = 0
+        return Transition(step, reason, rounds, None if self.done else self.current)
+
+    def skip(self, reason: str) -> Transition:
+        """End the current step without training it (e.g. no node can hold it)."""
+        step = self.current
         rounds = self.rounds_in_step
         self.index += 1
         self.rounds_in_step = 0

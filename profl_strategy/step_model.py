@@ -23,6 +23,7 @@ from torch import nn
 
 from profl_strategy.models.base import BlockNetSpec
 
+STAGE_FULL = 0  # ordinary full-model training (the FedAvg and ExclusiveFL baselines)
 STAGE_SHRINK = 1
 STAGE_GROW = 2
 
@@ -125,13 +126,18 @@ class StepModel(nn.Module):
         t, last = step.block, spec.num_blocks - 1
         if not 0 <= t <= last:
             raise ValueError(f"block {t} is out of range 0..{last}")
-        if step.stage not in (STAGE_SHRINK, STAGE_GROW):
-            raise ValueError(f"stage must be 1 or 2, got {step.stage}")
+        if step.stage not in (STAGE_FULL, STAGE_SHRINK, STAGE_GROW):
+            raise ValueError(f"stage must be 0, 1 or 2, got {step.stage}")
+        if step.stage == STAGE_FULL and t != last:
+            raise ValueError(f"full-model training is step (0, {last}), got block {t}")
         self.step = step
-        grow = step.stage == STAGE_GROW
-        self.blocks = nn.ModuleDict({str(j): spec.make_block(j) for j in range(t)} if grow else {})
+        real_prefix = step.stage in (STAGE_GROW, STAGE_FULL)
+        self.blocks = nn.ModuleDict(
+            {str(j): spec.make_block(j) for j in range(t)} if real_prefix else {}
+        )
         self.blocks[str(t)] = spec.make_block(t)
-        self.front = nn.ModuleDict({str(t): Front(spec, t)} if t > 0 and not grow else {})
+        shrink = step.stage == STAGE_SHRINK
+        self.front = nn.ModuleDict({str(t): Front(spec, t)} if t > 0 and shrink else {})
         self.out = nn.ModuleDict({str(t): OutputModule(spec, t, out_depth)} if t < last else {})
         self.head = spec.make_head() if t == last else None
         for p in self.frozen_modules().parameters():
@@ -152,6 +158,10 @@ class StepModel(nn.Module):
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """Input of the active block."""
         t = self.step.block
+        if self.step.stage == STAGE_FULL:
+            for j in range(t):
+                x = self.blocks[str(j)](x)
+            return x
         if self.step.stage == STAGE_GROW:
             with torch.no_grad():
                 for j in range(t):

@@ -28,7 +28,7 @@ from profl_strategy.condense import condense_into_output_module
 from profl_strategy.memory import ModelKey, estimate_step
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
-from profl_strategy.schedule import ProgressiveSchedule, Transition
+from profl_strategy.schedule import ProgressiveSchedule
 from profl_strategy.step_model import STAGE_SHRINK, GlobalModel, Step, StepModel
 
 Evaluator = Callable[[int, nn.Module], dict[str, float]]
@@ -55,6 +55,13 @@ class ProFL(FedAvg):
         selected when that many are eligible.
     seed : int
         Seeds node sampling.
+    memory_aware : bool
+        Select only nodes whose budget holds the step. False gives the
+        unconstrained FedAvg upper bound (clients then skip their own check).
+    min_replies : int
+        Usable replies a round needs. With fewer, the global model is left
+        unchanged and the round does not count towards the step (it is, in
+        effect, retried next round); it still counts towards ``num_rounds``.
     """
 
     def __init__(
@@ -69,6 +76,8 @@ class ProFL(FedAvg):
         min_train_nodes: int,
         seed: int,
         eval_every: int = 1,
+        memory_aware: bool = True,
+        min_replies: int = 1,
         on_round: RoundHook | None = None,
     ) -> None:
         super().__init__(
@@ -81,6 +90,7 @@ class ProFL(FedAvg):
         self.run_config, self.batch_size = run_config, batch_size
         self.rng = random.Random(seed)
         self.on_round, self.eval_every = on_round, eval_every
+        self.memory_aware, self.min_replies = memory_aware, min_replies
         torch.manual_seed(seed)
         self.model = GlobalModel(model_key.spec(), model_key.out_depth)
         self.budgets: dict[int, float] = {}
@@ -88,6 +98,8 @@ class ProFL(FedAvg):
         self.partition_ids: dict[int, int] = {}
         self.history: list[dict[str, Any]] = []
         self.refusals = 0
+        self.server_round = 0
+        self._dst: dict[str, int] = {}  # message id -> node id, for SuperLink errors
         self._step_started: Step | None = None
         self._sent_keys: list[str] = []
         self._last: dict[str, Any] = {}
@@ -147,12 +159,16 @@ class ProFL(FedAvg):
         step = self.schedule.current
         need = self.need_mb(step)
         online = set(grid.get_node_ids())
-        eligible = sorted(n for n, b in self.budgets.items() if n in online and b >= need)
+        fits = (lambda b: b >= need) if self.memory_aware else (lambda b: True)
+        eligible = sorted(
+            (n for n, b in self.budgets.items() if n in online and fits(b)), key=self._order
+        )
         k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
-        selected = sorted(self.rng.sample(eligible, k))
+        selected = sorted(self.rng.sample(eligible, k), key=self._order)
         keys, self._sent_keys = self.step_keys(step)
         sub = ArrayRecord({k_: arrays[k_] for k_ in keys})
         cfg = step_record(self.run_config, step, server_round, need)
+        cfg["enforce-budget"] = self.memory_aware
         self._last = {
             "eligible": len(eligible),
             "selected": len(selected),
@@ -177,6 +193,14 @@ class ProFL(FedAvg):
             )
             for n in selected
         ]
+
+    def _order(self, node_id: int) -> tuple[int, int]:
+        """Stable node order (partition id first), so a seed fixes selection and sums."""
+        return self.partition_ids.get(node_id, -1), node_id
+
+    def _node_of(self, reply: Message) -> int:
+        """The node a reply is about, also for errors the SuperLink wrote."""
+        return self._dst.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     def _valid(self, reply: Message) -> str | None:
         """Why a train reply cannot be aggregated, or None if it can."""
@@ -208,10 +232,11 @@ class ProFL(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted FedAvg of the active step's arrays; the model stays whole."""
-        good: list[RecordDict] = []
+        good: list[tuple[int, RecordDict]] = []
         stats = {"refused": 0, "rejected": 0, "replies": 0}
         peak_measured, bytes_up = 0.0, 0
         for reply in replies:
+            node = self._node_of(reply)
             stats["replies"] += 1
             why = self._valid(reply)
             if why == "refused":
@@ -220,15 +245,15 @@ class ProFL(FedAvg):
                 log(
                     WARNING,
                     "node %s refused the step: needs %.1f MB, budget %.1f MB",
-                    reply.metadata.src_node_id,
+                    node,
                     m["need-mb"],
                     m["memory-mb"],
                 )
             elif why:
                 stats["rejected"] += 1
-                log(WARNING, "reply of node %s rejected: %s", reply.metadata.src_node_id, why)
+                log(WARNING, "reply of node %s rejected: %s", node, why)
             else:
-                good.append(reply.content)
+                good.append((node, reply.content))
                 bytes_up += reply.content["arrays"].count_bytes()
                 peak_measured = max(
                     peak_measured, float(reply.content["metrics"].get("peak-mb-measured", 0.0))
@@ -237,19 +262,23 @@ class ProFL(FedAvg):
         self._last.update(
             stats, bytes_up=bytes_up, peak_mb_measured=peak_measured, aggregated=len(good)
         )
-        if not good:
+        if len(good) < self.min_replies:
             return None, None
-        agg = aggregate_arrayrecords(good, "num-examples")
+        # Sum in a fixed order: float addition is not associative, and replies
+        # arrive in any order.
+        good.sort(key=lambda item: self._order(item[0]))
+        contents = [c for _, c in good]
+        agg = aggregate_arrayrecords(contents, "num-examples")
         state = self.model.state_dict()
         merged = {
             k: torch.from_numpy(np.asarray(a.numpy())).to(state[k].dtype) for k, a in agg.items()
         }
         self.model.load_state_dict(merged, strict=False)
-        n = sum(float(c["metrics"]["num-examples"]) for c in good)
+        n = sum(float(c["metrics"]["num-examples"]) for c in contents)
         loss = (
             sum(
                 float(c["metrics"]["train-loss"]) * float(c["metrics"]["num-examples"])
-                for c in good
+                for c in contents
             )
             / n
         )
@@ -274,12 +303,71 @@ class ProFL(FedAvg):
         self.detector.reset(self.block_params(step.block))
         self._step_started = step
 
-    def _advance_without_training(self, step: Step, reason: str) -> Transition:
-        self.schedule.rounds_in_step = self.schedule.caps[step.stage] - 1
-        t = self.schedule.record_round(converged=False)
-        assert t is not None
-        t.reason = reason
-        return t
+    def wait_for_nodes(self, grid: Grid, minimum: int, timeout: float) -> None:
+        """Block until ``minimum`` nodes are online (deployment nodes connect late)."""
+        deadline = time.monotonic() + timeout
+        while len(list(grid.get_node_ids())) < minimum and time.monotonic() < deadline:
+            time.sleep(1.0)
+
+    def train_round(self, grid: Grid, server_round: int, timeout: float) -> dict[str, Any]:
+        """One round of the current step: select, send, aggregate, test convergence."""
+        step = self.schedule.current
+        if step != self._step_started:
+            self._enter_step(step)
+        self.discover_budgets(grid, server_round, timeout)
+        arrays = ArrayRecord(self.model.state_dict())
+        msgs = list(self.configure_train(server_round, arrays, ConfigRecord(), grid))
+        em, transition = None, None
+        if not msgs:
+            log(
+                WARNING,
+                "round %d: no node can hold step %s (needs %.1f MB; budgets %s); "
+                "the step is skipped",
+                server_round,
+                step,
+                self._last["need_mb"],
+                self.budget_summary(),
+            )
+            transition = self.schedule.skip("no-eligible-node")
+        else:
+            replies = list(grid.send_and_receive(msgs, timeout=timeout))
+            self._dst = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}
+            agg, _ = self.aggregate_train(server_round, replies)
+            if agg is None:
+                log(
+                    WARNING,
+                    "round %d: %d usable replies (< %d); global model unchanged, "
+                    "round not counted for step %s",
+                    server_round,
+                    self._last["aggregated"],
+                    self.min_replies,
+                    step,
+                )
+            else:
+                em = self.detector.update(self.block_params(step.block))
+                transition = self.schedule.record_round(self.detector.converged)
+        record = {
+            "round": server_round,
+            "stage": step.stage,
+            "block": step.block,
+            "em": em,
+            **self._last,
+        }
+        if transition:
+            record["transition"] = {
+                "reason": transition.reason,
+                "rounds": transition.rounds,
+                "next": str(transition.next) if transition.next else None,
+            }
+            log(
+                INFO,
+                "step %s ended after %d rounds (%s); next: %s",
+                transition.finished,
+                transition.rounds,
+                transition.reason,
+                transition.next or "done",
+            )
+        return record
 
     def start(  # type: ignore[override]
         self,
@@ -291,91 +379,70 @@ class ProFL(FedAvg):
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Evaluator | None = None,
     ) -> Result:
-        """Run stage 1 and stage 2 until the schedule ends or ``num_rounds`` is reached."""
+        """Run both stages until the schedule ends or ``num_rounds`` is reached.
+
+        Continues from ``self.server_round`` after :meth:`load_state_dict`.
+        """
         if initial_arrays is not None:
             self.model.load_state_dict(initial_arrays.to_torch_state_dict())
         log(
             INFO,
-            "ProFL: %d blocks, steps %s, at most %d rounds",
+            "ProFL: %d blocks, steps %s, at most %d rounds, from round %d",
             self.key.spec().num_blocks,
             " ".join(map(str, self.schedule.steps)),
             min(num_rounds, self.schedule.max_rounds()),
+            self.server_round + 1,
         )
+        self.wait_for_nodes(grid, self.min_train_nodes, timeout)
         result = Result()
-        server_round = 0
-        while server_round < num_rounds and not self.schedule.done:
-            step = self.schedule.current
-            if step != self._step_started:
-                self._enter_step(step)
-            self.discover_budgets(grid, server_round + 1, timeout)
-            server_round += 1
+        while self.server_round < num_rounds and not self.schedule.done:
+            self.server_round += 1
             t0 = time.monotonic()
-            arrays = ArrayRecord(self.model.state_dict())
-            msgs = list(
-                self.configure_train(server_round, arrays, train_config or ConfigRecord(), grid)
-            )
-            if not msgs:
-                log(
-                    WARNING,
-                    "round %d: no node can hold step %s (needs %.1f MB; budgets %s); skipping it",
-                    server_round,
-                    step,
-                    self._last["need_mb"],
-                    self.budget_summary(),
-                )
-                transition = self._advance_without_training(step, "no-eligible-node")
-                em = None
-            else:
-                agg, metrics = self.aggregate_train(
-                    server_round, grid.send_and_receive(msgs, timeout=timeout)
-                )
-                if agg is not None:
-                    result.arrays = agg
-                    result.train_metrics_clientapp[server_round] = metrics
-                    em = self.detector.update(self.block_params(step.block))
-                    transition = self.schedule.record_round(self.detector.converged)
-                else:
-                    log(
-                        WARNING,
-                        "round %d: no usable reply; the global model is unchanged",
-                        server_round,
-                    )
-                    em, transition = None, self.schedule.record_round(False)
-            record = {
-                "round": server_round,
-                "stage": step.stage,
-                "block": step.block,
-                "em": em,
-                **self._last,
-                "round_s": 0.0,
-            }
-            if evaluate_fn and (
-                self.schedule.done or server_round % self.eval_every == 0 or transition
-            ):
+            step = self.schedule.current
+            record = self.train_round(grid, self.server_round, timeout)
+            due = self.server_round % self.eval_every == 0 or "transition" in record
+            if evaluate_fn and (due or self.schedule.done):
                 model = self.final_model() if self.schedule.done else self.step_model(step)
-                record.update(evaluate_fn(server_round, model))
-                result.evaluate_metrics_serverapp[server_round] = MetricRecord(
-                    {k: float(v) for k, v in record.items() if k in ("accuracy", "loss")}
+                record.update(evaluate_fn(self.server_round, model))
+                result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
+                    {k: float(record[k]) for k in ("accuracy", "loss")}
                 )
             record["round_s"] = time.monotonic() - t0
-            if transition:
-                record["transition"] = {
-                    "reason": transition.reason,
-                    "rounds": transition.rounds,
-                    "next": str(transition.next) if transition.next else None,
-                }
-                log(
-                    INFO,
-                    "step %s ended after %d rounds (%s); next: %s",
-                    transition.finished,
-                    transition.rounds,
-                    transition.reason,
-                    transition.next or "done",
-                )
             self.history.append(record)
             if self.on_round:
                 self.on_round(record)
+        result.arrays = ArrayRecord(self.model.state_dict())
         return result
+
+    # ---- checkpoints --------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run after a crash."""
+        return {
+            "model": self.model.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "detector": self.detector.state_dict(),
+            "step_started": self._step_started,
+            "server_round": self.server_round,
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "refusals": self.refusals,
+            "budgets_by_partition": {
+                self.partition_ids.get(n, -1): b for n, b in self.budgets.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`. Budgets are asked again: node ids change."""
+        self.model.load_state_dict(state["model"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.detector.load_state_dict(state["detector"])
+        self._step_started = state["step_started"]
+        self.server_round = int(state["server_round"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = list(state["history"])
+        self.refusals = int(state["refusals"])
 
     def step_model(self, step: Step) -> nn.Module:
         """The current step's sub-model with the global weights (for evaluation)."""

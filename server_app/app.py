@@ -13,6 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from client_app.dataset import get_info
+from profl_strategy import checkpoint
+from profl_strategy.checkpoint import fingerprint
 from profl_strategy.config import compose_config
 from profl_strategy.memory import ModelKey, estimate_full, estimate_step
 from profl_strategy.movement import ConvergenceDetector
@@ -28,7 +30,12 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Compose and check the configuration, then train progressively."""
-    cfg = compose_config(dict(context.run_config))
+    run_profl(grid, dict(context.run_config))
+
+
+def run_profl(grid: Grid, run_config: dict) -> dict:
+    """The whole run on any Grid; returns the summary written to results.json."""
+    cfg = compose_config(run_config)
     data_dir = str(Path(cfg.data.data_dir).expanduser().resolve()) if cfg.data.data_dir else ""
     info = get_info(cfg.dataset.name)
     key = ModelKey(
@@ -49,6 +56,7 @@ def main(grid: Grid, context: Context) -> None:
         m.max_rounds_stage1,
         m.max_rounds_stage2,
         shrink=m.shrink,
+        full_model_rounds=cfg.num_rounds if m.full_model else 0,
     )
     detector = ConvergenceDetector(m.em.window, m.em.threshold, m.em.patience, m.em.variant)
     profile = instantiate(cfg.memory, _convert_="all")
@@ -75,9 +83,17 @@ def main(grid: Grid, context: Context) -> None:
             "proximal-mu": float(m.proximal_mu),
         },
     )
-    out_dir = Path(cfg.output.dir).expanduser().resolve()
-    name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    recorder = RunRecorder(out_dir, name, OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config_hash = fingerprint(config)
+    resumed = checkpoint.load(Path(cfg.resume).expanduser(), config_hash) if cfg.resume else None
+    if cfg.resume:
+        run_dir = Path(cfg.resume).expanduser().resolve()
+        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{stamp}"
+        run_dir = Path(cfg.output.dir).expanduser().resolve() / name
+    recorder = RunRecorder(run_dir, config)
     strategy = ProFL(
         model_key=key,
         schedule=schedule,
@@ -88,30 +104,52 @@ def main(grid: Grid, context: Context) -> None:
         min_train_nodes=int(cfg.train.min_nodes),
         seed=cfg.seed,
         eval_every=int(cfg.eval.every),
-        on_round=recorder.round,
+        memory_aware=bool(m.memory_aware),
+        min_replies=int(cfg.train.min_replies),
     )
+    if resumed is not None:
+        strategy.load_state_dict(resumed)
+        recorder.data["rounds"] = list(strategy.history)
+        log(INFO, "resumed %s at round %d", run_dir, strategy.server_round)
+
+    def on_round(rec: dict) -> None:
+        recorder.round(rec)
+        every = int(cfg.checkpoint.every)
+        if every and (strategy.server_round % every == 0 or strategy.schedule.done):
+            checkpoint.save(run_dir / "checkpoint.pt", strategy.state_dict(), config_hash)
+
+    strategy.on_round = on_round
     strategy.start(
         grid, num_rounds=cfg.num_rounds, timeout=float(cfg.train.timeout), evaluate_fn=evaluator
     )
     final = evaluator(-1, strategy.final_model())
     worst = max(steps_mb.values())
-    recorder.finish(
-        {
-            "final_accuracy": final["accuracy"],
-            "final_loss": final["loss"],
-            "seed": cfg.seed,
-            "rounds": len(strategy.history),
-            "schedule_done": strategy.schedule.done,
-            "refusals": strategy.refusals,
-            "full_model_peak_mb_est": round(full.total_mb, 2),
-            "worst_step_peak_mb_est": worst,
-            "peak_reduction": round(1 - worst / full.total_mb, 4),
-            "step_peak_mb_est": steps_mb,
-            "budgets_mb": sorted(round(b, 2) for b in strategy.budgets.values()),
-            "transitions": [
-                r["transition"] | {"round": r["round"], "step": f"s{r['stage']}b{r['block']}"}
-                for r in strategy.history
-                if "transition" in r
-            ],
-        }
-    )
+    summary = {
+        "final_accuracy": final["accuracy"],
+        "final_loss": final["loss"],
+        "seed": cfg.seed,
+        "rounds": strategy.server_round,
+        "schedule_done": strategy.schedule.done,
+        "refusals": strategy.refusals,
+        "rejected_replies": sum(r.get("rejected", 0) for r in strategy.history),
+        "rounds_without_update": sum(
+            1
+            for r in strategy.history
+            if r.get("selected")
+            and r.get("em") is None
+            and r.get("aggregated", 0) < int(cfg.train.min_replies)
+        ),
+        "run_dir": str(run_dir),
+        "full_model_peak_mb_est": round(full.total_mb, 2),
+        "worst_step_peak_mb_est": worst,
+        "peak_reduction": round(1 - worst / full.total_mb, 4),
+        "step_peak_mb_est": steps_mb,
+        "budgets_mb": sorted(round(b, 2) for b in strategy.budgets.values()),
+        "transitions": [
+            r["transition"] | {"round": r["round"], "step": f"s{r['stage']}b{r['block']}"}
+            for r in strategy.history
+            if "transition" in r
+        ],
+    }
+    recorder.finish(summary)
+    return summary

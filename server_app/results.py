@@ -34,10 +34,10 @@ def round_line(r: dict[str, Any]) -> str:
 
 
 class RunRecorder:
-    """Writes ``<dir>/<run-name>/results.json`` after every round (atomically)."""
+    """Writes ``<run_dir>/results.json`` after every round (atomically)."""
 
-    def __init__(self, out_dir: Path, name: str, config: dict[str, Any]) -> None:
-        self.path = out_dir / name / "results.json"
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.path = run_dir / "results.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.data: dict[str, Any] = {"config": config, "rounds": [], "started": time.time()}
         log(INFO, "results go to %s", self.path)

@@ -1,0 +1,127 @@
+"""Checkpoint/resume equivalence, refused checkpoints, and faulty clients (in-process)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from profl_strategy.checkpoint import CheckpointError
+from server_app.app import run_profl
+from tests.inprocess_grid import InProcessGrid
+
+NODES = [{"partition-id": i, "num-partitions": 60} for i in range(6)]
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+def config(data_dir: Path, out: Path, **extra: object) -> dict:
+    return {
+        "preset": "laptop",
+        "data-dir": str(data_dir),
+        "outputs-dir": str(out),
+        "width": 0.25,
+        "memory-profile": "uniform",
+        "seed": 3,
+        "fraction-train": 0.5,
+        "min-rounds-per-step": 1,
+        "max-rounds-stage1": 1,
+        "max-rounds-stage2": 2,
+        "em-window": 2,
+        "eval-every": 100,
+        **extra,
+    }
+
+
+def steps_of(summary: dict) -> list[tuple]:
+    return [(t["step"], t["reason"], t["round"]) for t in summary["transitions"]]
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    whole = run_profl(InProcessGrid(NODES), config(data_dir, tmp_path / "a"))
+    assert whole["schedule_done"]
+    cut = run_profl(
+        InProcessGrid(NODES), config(data_dir, tmp_path / "b", **{"num-server-rounds": 4})
+    )
+    assert not cut["schedule_done"] and cut["rounds"] == 4
+    resumed = run_profl(
+        InProcessGrid(NODES), config(data_dir, tmp_path / "b", resume=cut["run_dir"])
+    )
+    assert resumed["schedule_done"] and resumed["rounds"] == whole["rounds"]
+    assert steps_of(resumed) == steps_of(whole)
+    assert resumed["final_accuracy"] == whole["final_accuracy"]
+    assert resumed["final_loss"] == whole["final_loss"]
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    cut = run_profl(InProcessGrid(NODES), config(data_dir, tmp_path, **{"num-server-rounds": 1}))
+    ckpt = Path(cut["run_dir"]) / "checkpoint.pt"
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run_profl(InProcessGrid(NODES), config(data_dir, tmp_path, resume=str(ckpt), lr=0.01))
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run_profl(InProcessGrid(NODES), config(data_dir, tmp_path, resume=str(ckpt)))
+
+
+def lie(change) -> object:  # noqa: ANN001
+    """A fault that rewrites a good reply's arrays or metrics."""
+
+    def fault(request: Message, reply: Message) -> Message:
+        if reply.has_error() or "arrays" not in reply.content.array_records:
+            return reply
+        arrays, metrics = change(reply.content["arrays"], reply.content["metrics"])
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request)
+
+    return fault
+
+
+def nan_arrays(a: ArrayRecord, m: MetricRecord) -> tuple:
+    return ArrayRecord({k: Array(np.full_like(v.numpy(), np.nan)) for k, v in a.items()}), m
+
+
+def wrong_keys(a: ArrayRecord, m: MetricRecord) -> tuple:
+    return ArrayRecord({f"blocks.99.{k}": v for k, v in a.items()}), m
+
+
+def wrong_shapes(a: ArrayRecord, m: MetricRecord) -> tuple:
+    return ArrayRecord({k: Array(np.zeros((3, 3), dtype=np.float32)) for k in a}), m
+
+
+def negative_examples(a: ArrayRecord, m: MetricRecord) -> tuple:
+    m = MetricRecord(dict(m))
+    m["num-examples"] = -5
+    return a, m
+
+
+def test_faulty_clients_never_reach_the_global_model(data_dir: Path, tmp_path: Path) -> None:
+    faults = {
+        1: lie(nan_arrays),
+        2: lie(wrong_keys),
+        3: lie(wrong_shapes),
+        4: lie(negative_examples),
+        5: lambda request, reply: None,  # silent: never replies
+    }
+    nodes = [{"partition-id": i, "num-partitions": 60} for i in range(10)]
+    grid = InProcessGrid(nodes, faults)
+    grid.contexts[6].node_config["data-dir"] = "/no/such/dir"  # crashes in the handler
+    cfg = config(
+        data_dir, tmp_path, **{"fraction-train": 1.0, "memory-scale": 4.0, "num-server-rounds": 30}
+    )
+    summary = run_profl(grid, cfg)
+    assert summary["schedule_done"]
+    assert summary["rejected_replies"] > 0
+    assert math.isfinite(summary["final_loss"]) and summary["final_accuracy"] > 0.3
+    results = Path(summary["run_dir"]) / "results.json"
+    assert "nan" not in results.read_text().lower().replace('nan"', "")  # no NaN metrics
+    state = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=False)["state"]
+    assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
