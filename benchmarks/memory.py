@@ -54,7 +54,8 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu (estimates only)'}")
     print(
-        "| model | batch | step | estimated MB | CUDA MB | reduction vs full (est.) | reduction vs full (CUDA) |"
+        "| model | batch | step | estimated MB | CUDA MB "
+        "| reduction vs full (est.) | reduction vs full (CUDA) |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
