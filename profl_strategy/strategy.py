@@ -58,6 +58,9 @@ class ProFL(FedAvg):
     memory_aware : bool
         Select only nodes whose budget holds the step. False gives the
         unconstrained FedAvg upper bound (clients then skip their own check).
+    method_config : dict, optional
+        The composed ``method`` config group, for subclasses (baselines) that
+        need options of their own.
     min_replies : int
         Usable replies a round needs. With fewer, the global model is left
         unchanged and the round does not count towards the step (it is, in
@@ -78,6 +81,7 @@ class ProFL(FedAvg):
         eval_every: int = 1,
         memory_aware: bool = True,
         min_replies: int = 1,
+        method_config: dict[str, Any] | None = None,
         on_round: RoundHook | None = None,
     ) -> None:
         super().__init__(
@@ -91,6 +95,7 @@ class ProFL(FedAvg):
         self.rng = random.Random(seed)
         self.on_round, self.eval_every = on_round, eval_every
         self.memory_aware, self.min_replies = memory_aware, min_replies
+        self.method_config = dict(method_config or {})
         torch.manual_seed(seed)
         self.model = GlobalModel(model_key.spec(), model_key.out_depth)
         self.budgets: dict[int, float] = {}

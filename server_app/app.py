@@ -9,7 +9,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from client_app.dataset import get_info
@@ -20,7 +20,6 @@ from profl_strategy.memory import ModelKey, estimate_full, estimate_step
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import run_record
 from profl_strategy.schedule import ProgressiveSchedule
-from profl_strategy.strategy import ProFL
 from server_app.evaluate import TestSetEvaluator
 from server_app.results import RunRecorder
 
@@ -94,7 +93,8 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
         name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{stamp}"
         run_dir = Path(cfg.output.dir).expanduser().resolve() / name
     recorder = RunRecorder(run_dir, config)
-    strategy = ProFL(
+    strategy_cls = get_class(m.strategy)
+    strategy = strategy_cls(
         model_key=key,
         schedule=schedule,
         detector=detector,
@@ -106,6 +106,7 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
         eval_every=int(cfg.eval.every),
         memory_aware=bool(m.memory_aware),
         min_replies=int(cfg.train.min_replies),
+        method_config=OmegaConf.to_container(m, resolve=True),
     )
     if resumed is not None:
         strategy.load_state_dict(resumed)
