@@ -15,19 +15,18 @@ from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch import nn
 
 from profl_strategy.condense import condense_into_output_module
 from profl_strategy.memory import ModelKey, estimate_step
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
+from profl_strategy.replies import REFUSED, merge_weighted, reply_problem, weighted_mean
 from profl_strategy.schedule import ProgressiveSchedule
 from profl_strategy.step_model import STAGE_SHRINK, GlobalModel, Step, StepModel
 
@@ -209,29 +208,7 @@ class ProFL(FedAvg):
 
     def _valid(self, reply: Message) -> str | None:
         """Why a train reply cannot be aggregated, or None if it can."""
-        if reply.has_error():
-            return f"error reply: {reply.error.reason}"
-        content = reply.content
-        m = content.metric_records.get("metrics")
-        if m is None:
-            return "no metrics"
-        if int(m.get("refused", 0)):
-            return "refused"
-        if "arrays" not in content.array_records:
-            return "no arrays"
-        arr = content["arrays"]
-        if sorted(arr.keys()) != sorted(self._sent_keys):
-            return "arrays for other keys than the step's trainable ones"
-        ref = self.model.state_dict()
-        for k, a in arr.items():
-            v = a.numpy()
-            if tuple(v.shape) != tuple(ref[k].shape):
-                return f"shape of {k} is {v.shape}, expected {tuple(ref[k].shape)}"
-            if v.dtype.kind == "f" and not np.isfinite(v).all():
-                return f"non-finite values in {k}"
-        if not float(m.get("num-examples", 0)) > 0:
-            return "num-examples is not positive"
-        return None
+        return reply_problem(reply, self._sent_keys, self.model.state_dict())
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -244,7 +221,7 @@ class ProFL(FedAvg):
             node = self._node_of(reply)
             stats["replies"] += 1
             why = self._valid(reply)
-            if why == "refused":
+            if why == REFUSED:
                 stats["refused"] += 1
                 m = reply.content["metrics"]
                 log(
@@ -273,20 +250,9 @@ class ProFL(FedAvg):
         # arrive in any order.
         good.sort(key=lambda item: self._order(item[0]))
         contents = [c for _, c in good]
-        agg = aggregate_arrayrecords(contents, "num-examples")
-        state = self.model.state_dict()
-        merged = {
-            k: torch.from_numpy(np.asarray(a.numpy())).to(state[k].dtype) for k, a in agg.items()
-        }
-        self.model.load_state_dict(merged, strict=False)
+        self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
+        loss = weighted_mean(contents, "train-loss")
         n = sum(float(c["metrics"]["num-examples"]) for c in contents)
-        loss = (
-            sum(
-                float(c["metrics"]["train-loss"]) * float(c["metrics"]["num-examples"])
-                for c in contents
-            )
-            / n
-        )
         self._last["train_loss"] = loss
         return ArrayRecord(self.model.state_dict()), MetricRecord(
             {"train-loss": loss, "num-examples": n}
