@@ -206,6 +206,13 @@ class ProFL(FedAvg):
         """The node a reply is about, also for errors the SuperLink wrote."""
         return self._dst.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
+    def _refresh_budget(self, node: int, reply: Message) -> None:
+        """Take the budget a reply states: a node may restart with another ``memory-mb``."""
+        if reply.has_content() and "metrics" in reply.content.metric_records:
+            mb = reply.content["metrics"].get("memory-mb")
+            if isinstance(mb, int | float) and mb > 0 and node in self.budgets:
+                self.budgets[node] = float(mb)
+
     def _valid(self, reply: Message) -> str | None:
         """Why a train reply cannot be aggregated, or None if it can."""
         return reply_problem(reply, self._sent_keys, self.model.state_dict())
@@ -219,6 +226,7 @@ class ProFL(FedAvg):
         peak_measured, bytes_up = 0.0, 0
         for reply in replies:
             node = self._node_of(reply)
+            self._refresh_budget(node, reply)
             stats["replies"] += 1
             why = self._valid(reply)
             if why == REFUSED:

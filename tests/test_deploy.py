@@ -1,0 +1,273 @@
+"""A real, secure deployment on 127.0.0.1: SuperLink with TLS and SuperNode
+authentication, three SuperNodes with different memory budgets (one below every
+step), a short ProFL run through both stages, and a SuperNode with an
+unregistered key that must be refused.
+
+Drives the scripts in deploy/ exactly as a user would; everything started is
+stopped by deploy/down.sh in the fixture finalizer, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.deploy
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+DATA = Path(
+    os.environ.get("PROFL_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+WIDTH = 0.25
+RUN_CONFIG = (
+    "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=1 "
+    f"width={WIDTH} partitioner='iid' seed=0"
+)
+NUM_PARTITIONS = 10  # 6k Fashion-MNIST images per node keeps a round short on CPU
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _step_needs_mb() -> dict[str, float]:
+    """Per-step peak estimates for the test's run config, computed as the ServerApp does."""
+    from flwr.common.config import get_fused_config_from_dir, parse_config_args
+
+    from client_app.dataset import get_info
+    from profl_strategy.config import compose_config
+    from profl_strategy.memory import ModelKey, estimate_step
+    from profl_strategy.schedule import progressive_steps
+
+    # The run config the ServerApp will get: pyproject defaults + the test's overrides.
+    overrides = parse_config_args([RUN_CONFIG, f"data-dir='{DATA}'"])
+    cfg = compose_config(dict(get_fused_config_from_dir(REPO, overrides)))
+    info = get_info(cfg.dataset.name)
+    key = ModelKey(
+        cfg.model.name,
+        info.num_classes,
+        info.input_shape,
+        float(cfg.model.width),
+        int(cfg.method.output_depth),
+    )
+    batch = int(cfg.train.batch_size)
+    return {
+        str(s): estimate_step(key, s, batch).total_mb
+        for s in progressive_steps(key.spec().num_blocks)
+    }
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The Flower CLIs of the interpreter running the tests.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("FLWR_HOME", None)
+    return env
+
+
+def _sh(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", *map(str, args)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _show(proc: subprocess.CompletedProcess[str], tail: int = 6000) -> str:
+    return (
+        f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-tail:]}"
+        f"\n--- stderr ---\n{proc.stderr[-tail:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    if not (DATA / "FashionMNIST").is_dir():
+        pytest.skip(f"offline data not found at {DATA}")
+    for tool in ("openssl", "ssh-keygen", "bash"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    if not Path("/proc/self/cmdline").exists():
+        pytest.skip("deploy/down.sh needs /proc (Linux)")
+
+    needs = _step_needs_mb()
+    lo, hi = min(needs.values()), max(needs.values())
+    # Below every step / some steps but not all / every step.
+    budgets = [round(lo / 2, 2), round((lo + hi) / 2, 2), round(2 * hi, 2)]
+    assert any(n > budgets[1] for n in needs.values()) and any(
+        n <= budgets[1] for n in needs.values()
+    ), f"the middle budget {budgets[1]} should hold some steps but not all: {needs}"
+
+    state = tmp_path_factory.mktemp("profl-deploy")
+    link_port, *ports = _free_ports(1 + len(budgets) + 1)
+    node_ports, rogue_port = ports[:-1], ports[-1]
+
+    def down() -> None:
+        proc = _sh([DEPLOY / "down.sh", "--state", state, "--grace", "5"], timeout=120)
+        if proc.returncode != 0:
+            print("deploy/down.sh failed:\n" + _show(proc), file=sys.stderr)
+
+    request.addfinalizer(down)  # registered before anything starts
+    up = _sh(
+        [
+            DEPLOY / "up.sh",
+            "--state", state,
+            "--budgets", ",".join(map(str, budgets)),
+            "--port", link_port,
+            "--node-ports", ",".join(map(str, node_ports)),
+            "--data-dir", DATA,
+            "--num-partitions", NUM_PARTITIONS,
+            "--timeout", 120,
+        ],
+        timeout=240,
+    )  # fmt: skip
+    assert up.returncode == 0, "deploy/up.sh failed:\n" + _show(up)
+
+    rows = (state / "nodes.tsv").read_text().splitlines()[1:]
+    node_budget = {int(r.split("\t")[1]): float(r.split("\t")[2]) for r in rows}
+    node_index = {int(r.split("\t")[1]): int(r.split("\t")[0]) for r in rows}
+    assert sorted(node_budget.values()) == sorted(budgets)
+    return {
+        "state": state,
+        "budgets": budgets,
+        "needs": needs,
+        "node_budget": node_budget,
+        "node_index": node_index,
+        "rogue_port": rogue_port,
+        "out": tmp_path_factory.mktemp("profl-deploy-out"),
+    }
+
+
+def test_unregistered_supernode_is_refused(deployment) -> None:
+    proc = _sh(
+        [
+            DEPLOY / "rogue_node.sh",
+            "--state", deployment["state"],
+            "--port", deployment["rogue_port"],
+            "--timeout", 60,
+        ],
+        timeout=120,
+    )  # fmt: skip
+    log = (deployment["state"] / "logs" / "rogue.log").read_text()
+    assert proc.returncode == 0, "the rogue SuperNode was not refused:\n" + _show(proc) + log
+    assert "Failed to activate" in log
+    assert "SuperNode ID:" not in log
+
+
+def test_profl_run_through_both_stages_within_budgets(deployment) -> None:
+    state = deployment["state"]
+    run = _sh(
+        [
+            DEPLOY / "run.sh",
+            "--state", state,
+            f"outputs-dir='{deployment['out']}'",
+            RUN_CONFIG,
+        ],
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, "deploy/run.sh failed:\n" + _show(run)
+    found = re.findall(r"^RESULTS=(.+)$", run.stdout, flags=re.M)
+    assert found, "deploy/run.sh did not report results.json:\n" + _show(run)
+    results = Path(found[-1])
+    assert results.is_relative_to(deployment["out"])
+    data = json.loads(results.read_text())
+    summary, rounds = data["summary"], data["rounds"]
+
+    # The whole schedule ran, through both stages, and learned something.
+    assert summary["schedule_done"] is True
+    assert summary["final_accuracy"] > 0.2, summary
+    assert {r["stage"] for r in rounds} == {1, 2}
+    steps_trained = {f"s{r['stage']}b{r['block']}" for r in rounds if r.get("selected", 0) > 0}
+    assert steps_trained == set(deployment["needs"]), steps_trained
+    # The server's estimates are the ones the budgets were chosen from.
+    server_needs = summary["step_peak_mb_est"]
+    assert server_needs == pytest.approx(deployment["needs"], abs=0.01), server_needs
+
+    # Every node reported its budget, the too-small one included.
+    budgets = deployment["budgets"]
+    assert sorted(summary["budgets_mb"]) == pytest.approx(sorted(budgets))
+    assert summary["refusals"] == 0
+
+    # No node was ever asked for a step above its budget (budgets from up.sh's node-config).
+    node_budget = deployment["node_budget"]
+    tiny = min(node_budget, key=node_budget.get)
+    selected_count = 0
+    for r in rounds:
+        assert r.get("refused", 0) == 0, r
+        assert "selected_nodes" in r, f"results.json round lacks 'selected_nodes': {sorted(r)}"
+        chosen = r["selected_nodes"]
+        assert len(chosen) == r["selected"], r
+        selected_count += len(chosen)
+        for c in chosen:
+            nid = int(c["node"])
+            assert nid in node_budget, f"round {r['round']}: unknown node {nid}"
+            assert node_budget[nid] >= r["need_mb"], (
+                f"round {r['round']}: node {nid} with {node_budget[nid]} MB was asked "
+                f"for a step that needs {r['need_mb']:.2f} MB"
+            )
+            assert c["budget_mb"] == pytest.approx(node_budget[nid])
+        # Every online node that holds the step was eligible; none that does not.
+        assert r["eligible"] == sum(b >= r["need_mb"] for b in node_budget.values()), r
+        assert tiny not in {int(c["node"]) for c in r["selected_nodes"]}
+
+    # The SuperNodes' own logs agree: the small node never got a train message, and
+    # no node had to refuse one.
+    logs = state / "logs"
+    received = 0
+    for nid, idx in deployment["node_index"].items():
+        text = (logs / f"node{idx}.log").read_text()
+        n_train = text.count("Receiving: train.step")
+        received += n_train
+        assert "MB: refused" not in text, f"node{idx} refused a step:\n{text[-3000:]}"
+        if nid == tiny:
+            assert n_train == 0, f"the {node_budget[nid]} MB node was sent a step"
+            assert "Receiving: query.budget" in text
+    assert received == selected_count
+
+
+def test_down_stops_every_process(deployment) -> None:
+    state = deployment["state"]
+    recorded = [line.split("\t")[:2] for line in (state / "pids").read_text().splitlines()]
+    assert len(recorded) == 1 + len(deployment["budgets"])
+    pids = [int(pid) for _, pid in recorded]
+    children = []
+    for pid in pids:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        children += [int(p) for p in out.stdout.split()]
+    assert children, "expected flower-superexec children"
+
+    down = _sh([DEPLOY / "down.sh", "--state", state, "--grace", "10"], timeout=120)
+    assert down.returncode == 0, _show(down)
+
+    def running(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    left = [p for p in pids + children if running(p)]
+    assert not left, f"still running after deploy/down.sh: {left}"
+    assert not (state / "pids").exists()
