@@ -366,7 +366,8 @@ class ProFL(FedAvg):
             self.model.load_state_dict(initial_arrays.to_torch_state_dict())
         log(
             INFO,
-            "ProFL: %d blocks, steps %s, at most %d rounds, from round %d",
+            "%s: %d blocks, steps %s, at most %d rounds, from round %d",
+            self.method_config.get("name", "profl"),
             self.key.spec().num_blocks,
             " ".join(map(str, self.schedule.steps)),
             min(num_rounds, self.schedule.max_rounds()),
