@@ -154,14 +154,20 @@ def estimate_step(
     key: ModelKey, step: Step, batch_size: int, optimizer_slots: int = 1
 ) -> MemoryEstimate:
     """Peak memory of training ``step`` (cached: it runs a real forward)."""
-    torch.manual_seed(0)
-    model = StepModel(key.spec(), step, key.out_depth)
-    return estimate_training(model, key.input_shape, batch_size, key.num_classes, optimizer_slots)
+    with torch.random.fork_rng():  # estimating must not move the caller's RNG stream
+        torch.manual_seed(0)
+        model = StepModel(key.spec(), step, key.out_depth)
+        return estimate_training(
+            model, key.input_shape, batch_size, key.num_classes, optimizer_slots
+        )
 
 
 @lru_cache(maxsize=64)
 def estimate_full(key: ModelKey, batch_size: int, optimizer_slots: int = 1) -> MemoryEstimate:
     """Peak memory of ordinary full-model training, the reference for budgets."""
-    torch.manual_seed(0)
-    model = build_full_model(key.spec())
-    return estimate_training(model, key.input_shape, batch_size, key.num_classes, optimizer_slots)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_full_model(key.spec())
+        return estimate_training(
+            model, key.input_shape, batch_size, key.num_classes, optimizer_slots
+        )

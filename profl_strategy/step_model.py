@@ -48,7 +48,8 @@ def block_shapes(spec: BlockNetSpec) -> list[tuple[int, ...]]:
     if cached is None:
         x = torch.zeros(1, *spec.input_shape)
         cached = [tuple(x.shape[1:])]
-        with torch.no_grad():
+        # Building blocks draws random numbers; keep the caller's RNG stream intact.
+        with torch.random.fork_rng(), torch.no_grad():
             for t in range(spec.num_blocks):
                 x = spec.make_block(t).eval()(x)
                 cached.append(tuple(x.shape[1:]))
