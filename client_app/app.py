@@ -97,3 +97,7 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     return Message(RecordDict({"arrays": trained, "metrics": metrics}), reply_to=msg)
+
+
+# Baseline handlers (train.width, train.depth) register on `app` when imported.
+import client_app.baselines  # noqa: E402, F401
