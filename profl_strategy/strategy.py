@@ -217,10 +217,12 @@ class ProFL(FedAvg):
         """Why a train reply cannot be aggregated, or None if it can."""
         return reply_problem(reply, self._sent_keys, self.model.state_dict())
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Weighted FedAvg of the active step's arrays; the model stays whole."""
+    def screen_replies(self, replies: Iterable[Message]) -> list[tuple[int, RecordDict]] | None:
+        """Usable replies as ``(node, content)`` in a fixed order; None if too few.
+
+        Refusals and rejected replies are counted and logged with the node id;
+        they never reach the global model.
+        """
         good: list[tuple[int, RecordDict]] = []
         stats = {"refused": 0, "rejected": 0, "replies": 0}
         peak_measured, bytes_up = 0.0, 0
@@ -234,7 +236,7 @@ class ProFL(FedAvg):
                 m = reply.content["metrics"]
                 log(
                     WARNING,
-                    "node %s refused the step: needs %.1f MB, budget %.1f MB",
+                    "node %s refused: needs %.1f MB, budget %.1f MB",
                     node,
                     m["need-mb"],
                     m["memory-mb"],
@@ -245,26 +247,37 @@ class ProFL(FedAvg):
             else:
                 good.append((node, reply.content))
                 bytes_up += reply.content["arrays"].count_bytes()
-                peak_measured = max(
-                    peak_measured, float(reply.content["metrics"].get("peak-mb-measured", 0.0))
-                )
+                peak = float(reply.content["metrics"].get("peak-mb-measured", 0.0))
+                peak_measured = max(peak_measured, peak)
         self.refusals += stats["refused"]
         self._last.update(
             stats, bytes_up=bytes_up, peak_mb_measured=peak_measured, aggregated=len(good)
         )
         if len(good) < self.min_replies:
-            return None, None
+            return None
         # Sum in a fixed order: float addition is not associative, and replies
         # arrive in any order.
-        good.sort(key=lambda item: self._order(item[0]))
-        contents = [c for _, c in good]
-        self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
+        return sorted(good, key=lambda item: self._order(item[0]))
+
+    def round_metrics(self, contents: list[RecordDict]) -> tuple[ArrayRecord, MetricRecord]:
+        """The updated global arrays and the example-weighted training loss."""
         loss = weighted_mean(contents, "train-loss")
         n = sum(float(c["metrics"]["num-examples"]) for c in contents)
         self._last["train_loss"] = loss
         return ArrayRecord(self.model.state_dict()), MetricRecord(
             {"train-loss": loss, "num-examples": n}
         )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Weighted FedAvg of the active step's arrays; the model stays whole."""
+        good = self.screen_replies(replies)
+        if good is None:
+            return None, None
+        contents = [c for _, c in good]
+        self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
+        return self.round_metrics(contents)
 
     # ---- the progressive loop ---------------------------------------------------
     def _enter_step(self, step: Step) -> None:

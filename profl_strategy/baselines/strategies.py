@@ -68,7 +68,7 @@ from profl_strategy.baselines.width import (
 )
 from profl_strategy.memory import estimate_full
 from profl_strategy.models import build_full_model
-from profl_strategy.replies import REFUSED, merge_weighted, reply_problem, weighted_mean
+from profl_strategy.replies import merge_weighted, reply_problem
 from profl_strategy.step_model import STAGE_FULL, Step
 from profl_strategy.strategy import ProFL
 
@@ -260,48 +260,11 @@ class SubModelStrategy(ProFL):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate every reply, then let the method merge the valid ones."""
-        good: list[tuple[int, RecordDict]] = []
-        stats = {"refused": 0, "rejected": 0, "replies": 0}
-        peak_measured, bytes_up = 0.0, 0
-        for reply in replies:
-            node = self._node_of(reply)
-            self._refresh_budget(node, reply)
-            stats["replies"] += 1
-            why = self._valid(reply)
-            if why == REFUSED:
-                stats["refused"] += 1
-                m = reply.content["metrics"]
-                log(
-                    WARNING,
-                    "node %s refused its sub-model: needs %.1f MB, budget %.1f MB",
-                    node,
-                    m["need-mb"],
-                    m["memory-mb"],
-                )
-            elif why:
-                stats["rejected"] += 1
-                log(WARNING, "reply of node %s rejected: %s", node, why)
-            else:
-                good.append((node, reply.content))
-                bytes_up += reply.content["arrays"].count_bytes()
-                peak_measured = max(
-                    peak_measured, float(reply.content["metrics"].get("peak-mb-measured", 0.0))
-                )
-        self.refusals += stats["refused"]
-        self._last.update(
-            stats, bytes_up=bytes_up, peak_mb_measured=peak_measured, aggregated=len(good)
-        )
-        if len(good) < self.min_replies:
+        good = self.screen_replies(replies)
+        if good is None:
             return None, None
-        good.sort(key=lambda item: self._order(item[0]))  # fixed summation order
         self.merge(good)
-        contents = [c for _, c in good]
-        n = sum(float(c["metrics"]["num-examples"]) for c in contents)
-        loss = weighted_mean(contents, "train-loss")
-        self._last["train_loss"] = loss
-        return ArrayRecord(self.model.state_dict()), MetricRecord(
-            {"train-loss": loss, "num-examples": n}
-        )
+        return self.round_metrics([c for _, c in good])
 
     def step_model(self, step: Step) -> nn.Module:  # noqa: ARG002 - one step only
         """What is evaluated every round: the deliverable global model."""
