@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from logging import WARNING
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common import log
+from torch.utils.data import DataLoader
 
 from client_app.dataset import load_partition, make_loader
 from client_app.train import train_step
@@ -23,6 +25,36 @@ def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:
     return node_budget_mb(
         dict(context.node_config), profile_of(cfg), float(cfg["full-peak-mb"]), int(cfg["seed"])
     )
+
+
+def local_loader(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.ndarray, int]:
+    """This node's training loader (seeded per round), its labels, and the round seed.
+
+    A ``data-dir`` in the node's own config (deployment) wins over the run's.
+    """
+    node = context.node_config
+    pid, n = int(node["partition-id"]), int(node["num-partitions"])
+    seed = int(cfg["seed"])
+    images, labels = load_partition(
+        str(cfg["dataset"]),
+        pid,
+        n,
+        partitioner=str(cfg["partitioner"]),
+        alpha=float(cfg["alpha"]),
+        shards_per_partition=int(cfg["shards"]),
+        seed=seed,
+        data_dir=str(node.get("data-dir", cfg["data-dir"])),
+    )
+    round_seed = seed * 100_003 + int(cfg["server-round"]) * 1_009 + pid
+    loader = make_loader(
+        images,
+        labels,
+        str(cfg["dataset"]),
+        batch_size=int(cfg["batch-size"]),
+        train=True,
+        seed=round_seed,
+    )
+    return loader, np.asarray(labels), round_seed
 
 
 @app.query("budget")
@@ -49,24 +81,7 @@ def train(msg: Message, context: Context) -> Message:
         refusal = MetricRecord({"refused": 1, "need-mb": need_mb, "memory-mb": budget_mb})
         return Message(RecordDict({"metrics": refusal}), reply_to=msg)
 
-    node = context.node_config
-    pid, n = int(node["partition-id"]), int(node["num-partitions"])
-    data_dir = str(node.get("data-dir", cfg["data-dir"]))
-    seed = int(cfg["seed"])
-    images, labels = load_partition(
-        str(cfg["dataset"]),
-        pid,
-        n,
-        partitioner=str(cfg["partitioner"]),
-        alpha=float(cfg["alpha"]),
-        shards_per_partition=int(cfg["shards"]),
-        seed=seed,
-        data_dir=data_dir,
-    )
-    round_seed = seed * 100_003 + int(cfg["server-round"]) * 1_009 + pid
-    loader = make_loader(
-        images, labels, str(cfg["dataset"]), batch_size=batch_size, train=True, seed=round_seed
-    )
+    loader, labels, round_seed = local_loader(cfg, context)
     torch.manual_seed(round_seed)
     model = StepModel(key.spec(), step, key.out_depth)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())

@@ -14,15 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from logging import WARNING
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import log
 from torch import nn
 from torch.utils.data import DataLoader
 
-from client_app.app import _budget, app
-from client_app.dataset import load_partition, make_loader
+from client_app.app import _budget, app, local_loader
 from client_app.train import train_step
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
 from profl_strategy.baselines.width import LabelMasked, sub_key
@@ -41,33 +39,6 @@ def _refusal(msg: Message, need_mb: float, budget_mb: float, what: str) -> Messa
 
 def _over_budget(cfg: ConfigRecord, need_mb: float, budget_mb: float) -> bool:
     return bool(cfg.get("enforce-budget", True)) and need_mb > budget_mb
-
-
-def _partition(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.ndarray, int]:
-    """This node's training loader (seeded per round), its labels, and the round seed."""
-    node = context.node_config
-    pid, n = int(node["partition-id"]), int(node["num-partitions"])
-    seed = int(cfg["seed"])
-    images, labels = load_partition(
-        str(cfg["dataset"]),
-        pid,
-        n,
-        partitioner=str(cfg["partitioner"]),
-        alpha=float(cfg["alpha"]),
-        shards_per_partition=int(cfg["shards"]),
-        seed=seed,
-        data_dir=str(node.get("data-dir", cfg["data-dir"])),
-    )
-    round_seed = seed * 100_003 + int(cfg["server-round"]) * 1_009 + pid
-    loader = make_loader(
-        images,
-        labels,
-        str(cfg["dataset"]),
-        batch_size=int(cfg["batch-size"]),
-        train=True,
-        seed=round_seed,
-    )
-    return loader, np.asarray(labels), round_seed
 
 
 def _device() -> torch.device:
@@ -123,7 +94,7 @@ def train_width(msg: Message, context: Context) -> Message:
     need_mb = estimate_full(key, int(cfg["batch-size"])).total_mb
     if _over_budget(cfg, need_mb, budget_mb):
         return _refusal(msg, need_mb, budget_mb, f"width {key.width:g}")
-    loader, labels, round_seed = _partition(cfg, context)
+    loader, labels, round_seed = local_loader(cfg, context)
     torch.manual_seed(round_seed)
     model = build_full_model(key.spec())
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
@@ -167,7 +138,7 @@ def train_depth(msg: Message, context: Context) -> Message:
     need_mb = depth_need_mb(key, depth, heads, int(cfg["batch-size"]))
     if _over_budget(cfg, need_mb, budget_mb):
         return _refusal(msg, need_mb, budget_mb, f"depth {depth}")
-    loader, labels, round_seed = _partition(cfg, context)
+    loader, labels, round_seed = local_loader(cfg, context)
     torch.manual_seed(round_seed)
     model = DepthSubModel(key.spec(), depth, heads)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
