@@ -18,7 +18,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import log
 from torch import nn
-from torch.utils.data import DataLoader
 
 from client_app.app import _budget, app, local_loader
 from client_app.train import train_step
@@ -56,33 +55,6 @@ def _reply(msg: Message, model: nn.Module, metrics: dict[str, float | int | list
     state = model.state_dict()
     arrays = ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
-def train_multi_head(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: Loss,
-    *,
-    epochs: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    device: torch.device,
-) -> tuple[float, int]:
-    """SGD as in ``client_app.train.train_step``, for a model with several outputs."""
-    model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    total, seen = 0.0, 0
-    for _ in range(epochs):
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            seen += len(y)
-    return total / max(seen, 1), seen
 
 
 @app.train("width")
@@ -144,15 +116,16 @@ def train_depth(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     kd_weight = float(cfg.get("kd-weight", 0.0))
     device = _device()
-    loss, seen = train_multi_head(
+    loss, seen = train_step(
         model,
         loader,
-        lambda outputs, y: depth_loss(outputs, y, kd_weight),
         epochs=int(cfg["local-epochs"]),
         lr=float(cfg["lr"]),
         momentum=float(cfg["momentum"]),
         weight_decay=float(cfg["weight-decay"]),
+        proximal_mu=0.0,
         device=device,
+        loss_fn=lambda outputs, y: depth_loss(outputs, y, kd_weight),
     )
     return _reply(
         msg,

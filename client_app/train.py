@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+
+LossFn = Callable[[object, torch.Tensor], torch.Tensor]
 
 
 def train_step(
@@ -18,8 +22,12 @@ def train_step(
     weight_decay: float,
     proximal_mu: float,
     device: torch.device,
+    loss_fn: LossFn = F.cross_entropy,
 ) -> tuple[float, int]:
     """Train the parameters that require grad; return mean loss and examples seen.
+
+    ``loss_fn(model_output, labels)`` defaults to cross-entropy; models with
+    several outputs (DepthFL's heads) pass their own.
 
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps
     the active block near the global one on non-IID data.
@@ -32,7 +40,7 @@ def train_step(
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            loss = loss_fn(model(x), y)
             if anchor:
                 prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + proximal_mu / 2 * prox
