@@ -66,6 +66,7 @@ class ProgressiveSchedule:
         }
         self.index = 0
         self.rounds_in_step = 0
+        self.rounds_total = 0  # trained rounds over all steps
 
     @property
     def done(self) -> bool:
@@ -87,6 +88,7 @@ class ProgressiveSchedule:
         """Count one trained round; end the step if it converged or hit its cap."""
         step = self.current
         self.rounds_in_step += 1
+        self.rounds_total += 1
         if converged and self.rounds_in_step >= self.min_rounds:
             reason = "converged"
         elif self.rounds_in_step >= self.caps[step.stage]:
@@ -106,11 +108,28 @@ class ProgressiveSchedule:
         self.rounds_in_step = 0
         return Transition(step, reason, rounds, None if self.done else self.current)
 
+    @property
+    def full_model(self) -> bool:
+        """True for the baselines' single full-model step."""
+        return self.steps[0].stage == STAGE_FULL
+
     def state_dict(self) -> dict[str, int]:
         """Position in the schedule, for checkpoints."""
-        return {"index": self.index, "rounds_in_step": self.rounds_in_step}
+        return {
+            "index": self.index,
+            "rounds_in_step": self.rounds_in_step,
+            "rounds_total": self.rounds_total,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from a saved position."""
+        """Continue from a saved position.
+
+        A full-model schedule's length is ``num_rounds`` itself, so resuming it
+        with a larger ``num-server-rounds`` reopens the step: the saved rounds
+        count against the new cap instead of ending the run at the old one.
+        """
         self.index = int(state["index"])
         self.rounds_in_step = int(state["rounds_in_step"])
+        self.rounds_total = int(state.get("rounds_total", self.rounds_in_step))
+        if self.full_model and self.rounds_total < self.caps[STAGE_FULL]:
+            self.index, self.rounds_in_step = 0, self.rounds_total
