@@ -12,9 +12,11 @@ from flwr.common import log
 from torch.utils.data import DataLoader
 
 from client_app.dataset import load_partition, make_loader
+from client_app.plan_train import train_with_plan
 from client_app.train import train_step
 from profl_strategy.budgets import node_budget_mb
 from profl_strategy.memory import estimate_step
+from profl_strategy.plans import Plan, estimate_plan
 from profl_strategy.protocol import model_key_of, profile_of, step_of
 from profl_strategy.step_model import StepModel
 
@@ -70,12 +72,21 @@ def budget(msg: Message, context: Context) -> Message:
 
 @app.train("step")
 def train(msg: Message, context: Context) -> Message:
-    """Train the active block (and its output module) on this node's partition."""
+    """Train the active block (and its output module) on this node's partition.
+
+    A ``plan`` in the config (strategy with plans on) says how: micro-batches,
+    checkpointing, an offloaded prefix... (:mod:`profl_strategy.plans`). The
+    node checks that plan's estimated peak against its own budget first.
+    """
     cfg = msg.content["config"]
     key, step = model_key_of(cfg), step_of(cfg)
     batch_size = int(cfg["batch-size"])
     budget_mb, _ = _budget(context, cfg)
-    need_mb = estimate_step(key, step, batch_size).total_mb
+    plan = Plan.from_label(str(cfg["plan"])) if "plan" in cfg else None
+    if plan is None:
+        need_mb = estimate_step(key, step, batch_size).total_mb
+    else:
+        need_mb = estimate_plan(key, step, batch_size, plan).total_mb
     if bool(cfg.get("enforce-budget", True)) and need_mb > budget_mb:
         log(WARNING, "step %s needs %.1f MB > budget %.1f MB: refused", step, need_mb, budget_mb)
         refusal = MetricRecord({"refused": 1, "need-mb": need_mb, "memory-mb": budget_mb})
@@ -88,16 +99,18 @@ def train(msg: Message, context: Context) -> Message:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    loss, seen = train_step(
-        model,
-        loader,
-        epochs=int(cfg["local-epochs"]),
-        lr=float(cfg["lr"]),
-        momentum=float(cfg["momentum"]),
-        weight_decay=float(cfg["weight-decay"]),
-        proximal_mu=float(cfg["proximal-mu"]),
-        device=device,
-    )
+    hyper = {
+        "epochs": int(cfg["local-epochs"]),
+        "lr": float(cfg["lr"]),
+        "momentum": float(cfg["momentum"]),
+        "weight_decay": float(cfg["weight-decay"]),
+        "proximal_mu": float(cfg["proximal-mu"]),
+        "device": device,
+    }
+    if plan is None or plan == Plan():
+        loss, seen = train_step(model, loader, **hyper)
+    else:
+        loss, seen = train_with_plan(model, loader, plan, **hyper)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     state = model.state_dict()
     trained = ArrayRecord({k: state[k].detach().cpu() for k in model.trainable_keys()})
@@ -111,7 +124,9 @@ def train(msg: Message, context: Context) -> Message:
             "examples-seen": seen,
         }
     )
-    return Message(RecordDict({"arrays": trained, "metrics": metrics}), reply_to=msg)
+    used = ConfigRecord({"label": (plan or Plan()).label()})
+    content = RecordDict({"arrays": trained, "metrics": metrics, "plan": used})
+    return Message(content, reply_to=msg)
 
 
 # Baseline handlers (train.width, train.depth) register on `app` when imported.

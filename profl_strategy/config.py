@@ -18,6 +18,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from profl_strategy.plan_picker import PLAN_MODES
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
@@ -46,6 +48,8 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
     "proximal-mu": "method.proximal_mu",
+    "plans": "method.plans",
+    "plans-min-micro-batch": "method.plans_min_micro_batch",
     "eval-every": "eval.every",
     "outputs-dir": "output.dir",
     "min-replies": "train.min_replies",
@@ -138,7 +142,9 @@ def to_overrides(run_config: dict[str, Any]) -> list[str]:
                 )
             overrides.append(f"{group}={value}")
         else:
-            overrides.append(f"{target}={_quote(value)}")
+            # ++: set even where the method group lacks the key (validate() then
+            # names the key, e.g. plans on a full-model baseline)
+            overrides.append(f"++{target}={_quote(value)}")
     overrides += shlex.split(str(run_config.get("overrides", "") or ""))
     return overrides
 
@@ -177,6 +183,22 @@ def validate(cfg: DictConfig) -> None:
             f"{cfg.train.min_nodes}: a round could never gather enough replies"
         )
     m = cfg.method
+    plans = OmegaConf.select(cfg, "method.plans", default="off")
+    if plans not in PLAN_MODES:
+        raise ConfigError(
+            f"'plans' = {plans!r} is invalid: it must be one of {', '.join(PLAN_MODES)}"
+        )
+    if plans != "off" and m.full_model:
+        raise ConfigError(
+            f"'plans' = {plans!r} applies to ProFL's block steps only; method "
+            f"'{m.name}' trains whole models: use plans='off' or method='profl'"
+        )
+    mb = OmegaConf.select(cfg, "method.plans_min_micro_batch", default=4)
+    if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= cfg.train.batch_size:
+        raise ConfigError(
+            f"'plans-min-micro-batch' = {mb!r} is invalid: it must be an integer in "
+            f"[1, batch-size = {cfg.train.batch_size}]"
+        )
     for cap in ("max_rounds_stage1", "max_rounds_stage2"):
         if m[cap] < m.min_rounds_per_step:
             raise ConfigError(

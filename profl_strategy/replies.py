@@ -34,7 +34,12 @@ def reply_problem(
         return "no arrays"
     arrays = content["arrays"]
     if sorted(arrays.keys()) != sorted(expected_keys):
-        return "arrays for other keys than the step's trainable ones"
+        extra = sorted(set(arrays.keys()) - set(expected_keys))
+        missing = sorted(set(expected_keys) - set(arrays.keys()))
+        return (
+            "arrays for other keys than the step's trainable ones "
+            f"(unexpected: {extra[:3]}, missing: {missing[:3]})"
+        )
     for key, array in arrays.items():
         value = array.numpy()
         if tuple(value.shape) != tuple(reference[key].shape):

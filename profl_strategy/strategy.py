@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -23,8 +24,10 @@ from flwr.serverapp.strategy import FedAvg, Result
 from torch import nn
 
 from profl_strategy.condense import condense_into_output_module
+from profl_strategy.feasibility import check_feasible
 from profl_strategy.memory import ModelKey, estimate_step
 from profl_strategy.movement import ConvergenceDetector
+from profl_strategy.plan_picker import PLAIN, PlanPicker
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
 from profl_strategy.replies import REFUSED, merge_weighted, reply_problem, weighted_mean
 from profl_strategy.schedule import ProgressiveSchedule
@@ -95,6 +98,12 @@ class ProFL(FedAvg):
         self.on_round, self.eval_every = on_round, eval_every
         self.memory_aware, self.min_replies = memory_aware, min_replies
         self.method_config = dict(method_config or {})
+        self.plans = PlanPicker(
+            model_key,
+            batch_size,
+            str(self.method_config.get("plans", "off")),
+            int(self.method_config.get("plans_min_micro_batch", 4)),
+        )
         torch.manual_seed(seed)
         self.model = GlobalModel(model_key.spec(), model_key.out_depth)
         self.budgets: dict[int, float] = {}
@@ -112,6 +121,19 @@ class ProFL(FedAvg):
     def need_mb(self, step: Step) -> float:
         """Estimated peak memory of training ``step``."""
         return estimate_step(self.key, step, self.batch_size).total_mb
+
+    def remaining_needs(self) -> dict[str, float]:
+        """Estimated peak MB of every step still to train, for :func:`check_feasible`.
+
+        With plans, a step needs what the largest node's plan needs, or, if no
+        plan fits that node, the least any plan needs.
+        """
+        largest = max(self.budgets.values(), default=0.0)
+        needs = {}
+        for s in self.schedule.steps[self.schedule.index :]:
+            fit = self.plans.fit(s, largest)
+            needs[str(s)] = fit[1] if fit else self.plans.lowest_mb(s)
+        return needs
 
     def step_keys(self, step: Step) -> tuple[list[str], list[str]]:
         """All state keys of a step's sub-model, and those it trains."""
@@ -133,6 +155,7 @@ class ProFL(FedAvg):
                 dst_node_id=n,
                 message_type=QUERY_BUDGET,
                 group_id=str(server_round),
+                ttl=timeout,
             )
             for n in new
         ]
@@ -159,20 +182,24 @@ class ProFL(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Select eligible nodes and send each the arrays of the current step."""
+        """Select eligible nodes and send each the arrays of the current step.
+
+        A node is eligible if some plan (plain training when plans are off) fits
+        its budget; its message names that plan and the plan's estimated peak.
+        """
         step = self.schedule.current
         need = self.need_mb(step)
         online = set(grid.get_node_ids())
-        fits = (lambda b: b >= need) if self.memory_aware else (lambda b: True)
-        eligible = sorted(
-            (n for n, b in self.budgets.items() if n in online and fits(b)), key=self._order
-        )
+        fits = {
+            n: self.plans.fit(step, b) if self.memory_aware else (PLAIN, need)
+            for n, b in self.budgets.items()
+            if n in online
+        }
+        eligible = sorted((n for n, fit in fits.items() if fit), key=self._order)
         k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
         selected = sorted(self.rng.sample(eligible, k), key=self._order)
         keys, self._sent_keys = self.step_keys(step)
         sub = ArrayRecord({k_: arrays[k_] for k_ in keys})
-        cfg = step_record(self.run_config, step, server_round, need)
-        cfg["enforce-budget"] = self.memory_aware
         self._last = {
             "eligible": len(eligible),
             "selected": len(selected),
@@ -184,19 +211,29 @@ class ProFL(FedAvg):
                     "node": n,
                     "partition": self.partition_ids.get(n, -1),
                     "budget_mb": self.budgets[n],
+                    "plan": fits[n][0],
+                    "plan_need_mb": fits[n][1],
                 }
                 for n in selected
             ],
+            "plans": dict(Counter(fits[n][0] for n in selected)),
         }
-        return [
-            Message(
-                RecordDict({"arrays": sub, "config": cfg}),
-                dst_node_id=n,
-                message_type=TRAIN_STEP,
-                group_id=str(server_round),
+        msgs = []
+        for n in selected:
+            label, plan_need = fits[n]
+            cfg = step_record(self.run_config, step, server_round, plan_need)
+            cfg["enforce-budget"] = self.memory_aware
+            if self.plans.enabled:
+                cfg["plan"] = label
+            msgs.append(
+                Message(
+                    RecordDict({"arrays": sub, "config": cfg}),
+                    dst_node_id=n,
+                    message_type=TRAIN_STEP,
+                    group_id=str(server_round),
+                )
             )
-            for n in selected
-        ]
+        return msgs
 
     def _order(self, node_id: int) -> tuple[int, int]:
         """Stable node order (partition id first), so a seed fixes selection and sums."""
@@ -225,6 +262,7 @@ class ProFL(FedAvg):
         """
         good: list[tuple[int, RecordDict]] = []
         stats = {"refused": 0, "rejected": 0, "replies": 0}
+        plans_used: Counter[str] = Counter()
         peak_measured, bytes_up = 0.0, 0
         for reply in replies:
             node = self._node_of(reply)
@@ -246,12 +284,18 @@ class ProFL(FedAvg):
                 log(WARNING, "reply of node %s rejected: %s", node, why)
             else:
                 good.append((node, reply.content))
+                if "plan" in reply.content.config_records:
+                    plans_used[str(reply.content["plan"]["label"])] += 1
                 bytes_up += reply.content["arrays"].count_bytes()
                 peak = float(reply.content["metrics"].get("peak-mb-measured", 0.0))
                 peak_measured = max(peak_measured, peak)
         self.refusals += stats["refused"]
         self._last.update(
-            stats, bytes_up=bytes_up, peak_mb_measured=peak_measured, aggregated=len(good)
+            stats,
+            bytes_up=bytes_up,
+            peak_mb_measured=peak_measured,
+            aggregated=len(good),
+            plans_used=dict(plans_used),
         )
         if len(good) < self.min_replies:
             return None
@@ -309,6 +353,10 @@ class ProFL(FedAvg):
         self.discover_budgets(grid, server_round, timeout)
         arrays = ArrayRecord(self.model.state_dict())
         msgs = list(self.configure_train(server_round, arrays, ConfigRecord(), grid))
+        for m in msgs:
+            # A message nobody picked up within the round is dropped by the
+            # SuperLink instead of piling up behind later rounds.
+            m.metadata.ttl = timeout
         em, transition = None, None
         if not msgs:
             log(
@@ -387,6 +435,9 @@ class ProFL(FedAvg):
             self.server_round + 1,
         )
         self.wait_for_nodes(grid, self.min_train_nodes, timeout)
+        if self.memory_aware and not self.schedule.done:
+            self.discover_budgets(grid, self.server_round, timeout)
+            check_feasible(self.remaining_needs(), self.budgets.values(), self.batch_size)
         result = Result()
         while self.server_round < num_rounds and not self.schedule.done:
             self.server_round += 1

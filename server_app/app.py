@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from client_app.dataset import get_info
 from profl_strategy import checkpoint
 from profl_strategy.checkpoint import fingerprint
-from profl_strategy.config import compose_config
+from profl_strategy.config import ConfigError, compose_config
 from profl_strategy.memory import ModelKey, estimate_full, estimate_step
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import run_record
@@ -47,7 +47,14 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
     batch = int(cfg.train.batch_size)
     full = estimate_full(key, batch)
     # The test split is loaded before training, so a bad data-dir or no network stops here.
-    evaluator = TestSetEvaluator(cfg.dataset.name, data_dir, cfg.seed, cfg.eval.batch_size)
+    try:
+        evaluator = TestSetEvaluator(cfg.dataset.name, data_dir, cfg.seed, cfg.eval.batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        if not data_dir:
+            raise
+        raise ConfigError(
+            f"'data-dir' = {data_dir!r} does not hold dataset '{cfg.dataset.name}': {err}"
+        ) from err
     m = cfg.method
     schedule = ProgressiveSchedule(
         key.spec().num_blocks,

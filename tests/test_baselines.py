@@ -21,16 +21,9 @@ from profl_strategy.baselines.depth import (
     kd_ramp,
     key_map,
 )
+from profl_strategy.baselines.depth_strategies import DepthFL, InclusiveFL
 from profl_strategy.baselines.protocol import TRAIN_DEPTH, TRAIN_WIDTH
-from profl_strategy.baselines.strategies import (
-    AllSmall,
-    DepthFL,
-    FedRolex,
-    HeteroFL,
-    InclusiveFL,
-    SubModelStrategy,
-    _Sent,
-)
+from profl_strategy.baselines.submodel import Sent, SubModelStrategy
 from profl_strategy.baselines.width import (
     SliceUpdate,
     aggregate_slices,
@@ -42,6 +35,7 @@ from profl_strategy.baselines.width import (
     unslice_into,
     width_model,
 )
+from profl_strategy.baselines.width_strategies import AllSmall, FedRolex, HeteroFL
 from profl_strategy.memory import ModelKey
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.schedule import ProgressiveSchedule
@@ -205,7 +199,7 @@ def test_depthfl_merges_each_key_over_the_nodes_holding_it() -> None:
     good = []
     for node, tier, value, n in ((1, s.ladder()[-1], 1.0, 1), (2, s.ladder()[-2], 4.0, 3)):
         p = s.payload(tier, 1)
-        s._expect[node] = _Sent(tier, p.shapes, p.info)
+        s._expect[node] = Sent(tier, p.shapes, p.info)
         full = {k: Array(np.full(shape, value, np.float32)) for k, shape in p.shapes.items()}
         arrays = ArrayRecord(full)
         metrics = MetricRecord({"num-examples": n})

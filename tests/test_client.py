@@ -87,3 +87,21 @@ def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None
     deployed = budget_handler(msg, context(NODE | {"memory-mb": 64})).content
     assert deployed["metrics"]["memory-mb"] == 64.0
     assert deployed["config"]["source"] == "node-config"
+
+
+def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
+    from profl_strategy.plans import Plan, estimate_plan
+
+    plain = estimate_step(KEY, STEP, 16).total_mb
+    plan = Plan(micro_batch=4, checkpoint=True)
+    need = estimate_plan(KEY, STEP, 16, plan).total_mb
+    assert need < plain
+    msg = message(data_dir, TRAIN_STEP)
+    msg.content["config"]["plan"] = plan.label()
+    budget = (need + plain) / 2  # too small for plain training, enough for the plan
+    reply = train_handler(msg, context(NODE | {"memory-mb": budget}))
+    assert "refused" not in reply.content["metrics"]
+    assert reply.content["plan"]["label"] == "mb4+ckpt"
+    assert reply.content["metrics"]["need-mb"] == pytest.approx(need)
+    tight = train_handler(msg, context(NODE | {"memory-mb": need * 0.9}))
+    assert tight.content["metrics"]["refused"] == 1

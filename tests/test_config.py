@@ -44,6 +44,9 @@ def test_typed_keys_override_the_preset() -> None:
         ({"em-threshold": 1.5}, "'em-threshold'"),
         ({"min-rounds-per-step": 9, "max-rounds-stage1": 3}, "max-rounds-stage1"),
         ({"overrides": "train.nope=1"}, "train.nope"),
+        ({"plans": "cheap"}, "'plans'"),
+        ({"plans": "exact", "method": "fedavg"}, "'plans'"),
+        ({"plans": "exact", "plans-min-micro-batch": 64}, "'plans-min-micro-batch'"),
     ],
 )
 def test_bad_values_name_the_key(run_config: dict, names: str) -> None:

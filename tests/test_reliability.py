@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from profl_strategy.checkpoint import CheckpointError
+from profl_strategy.config import ConfigError
+from profl_strategy.feasibility import InfeasibleRunError
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 
@@ -39,6 +42,10 @@ def config(data_dir: Path, out: Path, **extra: object) -> dict:
         "eval-every": 100,
         **extra,
     }
+
+
+def read_rounds(run_dir: str) -> list[dict]:
+    return json.loads((Path(run_dir) / "results.json").read_text())["rounds"]
 
 
 def steps_of(summary: dict) -> list[tuple]:
@@ -125,3 +132,71 @@ def test_faulty_clients_never_reach_the_global_model(data_dir: Path, tmp_path: P
     assert "nan" not in results.read_text().lower().replace('nan"', "")  # no NaN metrics
     state = torch.load(Path(summary["run_dir"]) / "checkpoint.pt", weights_only=False)["state"]
     assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize(
+    ("method", "memory_mb", "batch_size", "names"),
+    [
+        ("profl", 0.5, 32, "s2b0"),  # no budget holds even the cheapest step
+        ("profl", 40.0, 8192, "batch-size=8192"),  # a batch no node can hold
+        ("exclusive", 2.0, 32, "s0b3"),  # nobody holds the full model
+        ("heterofl", 0.05, 32, "smallest HeteroFL sub-model"),
+    ],
+)
+def test_infeasible_runs_stop_before_training(
+    data_dir: Path,
+    tmp_path: Path,
+    method: str,
+    memory_mb: float,
+    batch_size: int,
+    names: str,
+) -> None:
+    nodes = [{**n, "memory-mb": memory_mb} for n in NODES]
+    grid = InProcessGrid(nodes)
+    cfg = config(data_dir, tmp_path, method=method, **{"batch-size": batch_size})
+    with pytest.raises(InfeasibleRunError, match=names) as err:
+        run_profl(grid, cfg)
+    assert "largest budget" in str(err.value)
+    assert grid.train_requests == []  # nothing was trained
+
+
+def test_full_model_run_resumes_with_more_rounds(data_dir: Path, tmp_path: Path) -> None:
+    first = run_profl(
+        InProcessGrid(NODES),
+        config(data_dir, tmp_path, method="fedavg", **{"num-server-rounds": 2}),
+    )
+    assert first["rounds"] == 2
+    more = run_profl(
+        InProcessGrid(NODES),
+        config(
+            data_dir, tmp_path, method="fedavg", resume=first["run_dir"], **{"num-server-rounds": 3}
+        ),
+    )
+    assert more["rounds"] == 3
+
+
+def test_plans_let_small_nodes_train_every_step(data_dir: Path, tmp_path: Path) -> None:
+    extra = {"memory-profile": "fedrolex", "fraction-train": 1.0, "min-rounds-per-step": 1}
+    plain = run_profl(InProcessGrid(NODES), config(data_dir, tmp_path / "off", **extra))
+    planned = run_profl(
+        InProcessGrid(NODES), config(data_dir, tmp_path / "on", plans="exact", **extra)
+    )
+    assert plain["schedule_done"] and planned["schedule_done"]
+    rounds_off = read_rounds(plain["run_dir"])
+    rounds_on = read_rounds(planned["run_dir"])
+    assert any(r["eligible"] < len(NODES) for r in rounds_off)
+    assert all(r["eligible"] == len(NODES) for r in rounds_on)  # 30% of full fits a plan
+    for r in rounds_on:
+        assert r["refused"] == 0 and r["rejected"] == 0
+        for n in r["selected_nodes"]:
+            assert n["plan_need_mb"] <= n["budget_mb"]
+        assert r["plans_used"] == r["plans"]
+    assert any(label != "plain" for r in rounds_on for label in r["plans_used"])
+    assert planned["final_accuracy"] > 0.3
+
+
+def test_data_dir_without_the_dataset_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "data"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="'data-dir'.*fmnist"):
+        run_profl(InProcessGrid(NODES), config(empty, tmp_path / "out"))

@@ -1,0 +1,70 @@
+"""Which training plan each node uses for a step, from its memory budget.
+
+With ``plans: off`` a node trains a step only if plain training fits its budget
+(:func:`profl_strategy.memory.estimate_step`). With ``plans: exact`` (or
+``any``, which also allows dropping momentum) the strategy picks, per node, the
+fastest plan of :mod:`profl_strategy.plans` whose estimated peak fits, so nodes
+too small for plain training still take part. The ClientApp re-checks the
+plan it is sent against its own budget with the same estimate.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from profl_strategy.memory import ModelKey, estimate_step
+from profl_strategy.plans import candidate_plans, cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.step_model import Step
+
+PLAN_MODES = ("off", "exact", "any")
+PLAIN = "plain"
+
+
+class PlanPicker:
+    """Per-(step, budget) plan choice, cached: estimates run small real forwards.
+
+    Parameters
+    ----------
+    key : ModelKey
+        The model's shape key.
+    batch_size : int
+        Local batch size the plans are priced at.
+    mode : str
+        ``"off"``, ``"exact"`` or ``"any"`` (see module docstring).
+    min_micro_batch : int
+        Smallest micro-batch a plan may use.
+    """
+
+    def __init__(self, key: ModelKey, batch_size: int, mode: str, min_micro_batch: int) -> None:
+        if mode not in PLAN_MODES:
+            raise ValueError(f"plans must be one of {PLAN_MODES}, got {mode!r}")
+        self.key, self.batch_size, self.mode = key, batch_size, mode
+        self.candidates = candidate_plans(
+            batch_size, allow_inexact=mode == "any", min_micro_batch=min_micro_batch
+        )
+        self.fit = lru_cache(maxsize=4096)(self._fit)
+
+    @property
+    def enabled(self) -> bool:
+        """True when nodes may train with plans other than plain training."""
+        return self.mode != "off"
+
+    def plain_mb(self, step: Step) -> float:
+        """Estimated peak of plain training: the step's headline need."""
+        return estimate_step(self.key, step, self.batch_size).total_mb
+
+    def _fit(self, step: Step, budget_mb: float) -> tuple[str, float] | None:
+        """``(plan label, estimated peak MB)`` a node with ``budget_mb`` uses, or None."""
+        if not self.enabled:
+            need = self.plain_mb(step)
+            return (PLAIN, need) if need <= budget_mb else None
+        plan = choose_plan(self.key, step, self.batch_size, budget_mb, self.candidates)
+        if plan is None:
+            return None
+        return plan.label(), estimate_plan(self.key, step, self.batch_size, plan).total_mb
+
+    def lowest_mb(self, step: Step) -> float:
+        """The least any allowed plan needs (for error messages; prices every candidate)."""
+        if not self.enabled:
+            return self.plain_mb(step)
+        return cheapest_plan(self.key, step, self.batch_size, self.candidates)[1].total_mb
