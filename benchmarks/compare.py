@@ -46,6 +46,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
+# Named variants: a conf/method entry plus run-config of its own, one table row each.
+VARIANTS = {"profl-plans": ("profl", "plans='exact'")}
 # Handlers a method needs on the ClientApp (message types), to fail before a long run.
 NEEDS = {
     "allsmall": "train.width",
@@ -99,6 +101,7 @@ def registered_actions(app: Path) -> set[str] | None:
 
 def check_app(app: Path, methods: Sequence[str]) -> None:
     """Stop before training if a method's ClientApp handler is not registered."""
+    methods = [VARIANTS.get(m, (m, ""))[0] for m in methods]
     needed = {NEEDS[m] for m in methods if m in NEEDS}
     if not needed:
         return
@@ -174,10 +177,12 @@ def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path) -> None:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "RAY_DEDUP_LOGS": "0",
     }
+    method, own = VARIANTS.get(spec.method, (spec.method, ""))
     run_config = " ".join(
         [
             f"preset={quote(cfg.preset)}",
-            f"method={quote(spec.method)}",
+            f"method={quote(method)}",
+            own,
             f"seed={spec.seed}",
             f"outputs-dir={quote(str(spec.out))}",
             *([f"data-dir={quote(cfg.data_dir)}"] if cfg.data_dir else []),
@@ -241,6 +246,12 @@ def _std(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 
+def _round_peak(r: dict[str, Any]) -> float:
+    """Largest estimated peak a selected node was asked for (its plan's, with plans on)."""
+    plans = [n["plan_need_mb"] for n in r.get("selected_nodes", []) if "plan_need_mb" in n]
+    return max(plans) if plans else float(r["need_mb"])
+
+
 def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """The comparison's numbers of one run, from its results.json."""
     rounds = data.get("rounds", [])
@@ -250,7 +261,7 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
     accs = [r["accuracy"] for r in rounds if isinstance(r.get("accuracy"), int | float)]
     final = summary.get("final_accuracy", accs[-1] if accs else float("nan"))
     trained = [r for r in rounds if r.get("selected")]
-    needs = [r["need_mb"] for r in trained if isinstance(r.get("need_mb"), int | float)]
+    needs = [_round_peak(r) for r in trained if isinstance(r.get("need_mb"), int | float)]
     partitions = {n.get("partition") for r in rounds for n in r.get("selected_nodes", [])}
     share = [r.get("eligible", 0) / (r.get("online") or nodes) for r in rounds if nodes]
     return {
@@ -419,7 +430,11 @@ def report(out: Path, order: Sequence[str]) -> list[dict[str, Any]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="cifar10_cpu", help="conf/experiment/<preset>.yaml")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated conf/method names")
+    p.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated conf/method names or variants ({', '.join(VARIANTS)})",
+    )
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument(
@@ -447,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only:
         return 0 if report(out, methods) else 1
     available = {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
-    unknown = [m for m in methods if m not in available]
+    unknown = [m for m in methods if m not in available | set(VARIANTS)]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; available: {sorted(available)}")
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else ""
@@ -457,6 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
     manifest = out / "manifest.json"
+    # Runs added to an existing folder (e.g. a variant run later) keep the earlier ones.
+    earlier = json.loads(manifest.read_text()) if manifest.exists() else {}
+    names = {spec.name for spec in cfg.runs}
+    kept = [r for r in earlier.get("runs", []) if f"{r['method']}-s{r['seed']}" not in names]
+    commands = [*earlier.get("commands", [earlier["argv"]] if "argv" in earlier else []), sys.argv]
     with tempfile.TemporaryDirectory(prefix="profl-compare-") as tmp_name:
         tmp = Path(tmp_name)
         cfg.app = str(snapshot_app(Path(args.app).resolve(), tmp / "app"))
@@ -468,7 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for i, spec in enumerate(cfg.runs, 1):
             run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp)
-            info = asdict(cfg) | {"argv": sys.argv, "app_source": str(Path(args.app).resolve())}
+            info = asdict(cfg) | {"commands": commands, "app_source": str(Path(args.app).resolve())}
+            info["runs"] = kept + info["runs"]
             manifest.write_text(json.dumps(info, indent=1, default=str))
     report(out, methods)
     failed = [s.name for s in cfg.runs if s.status != "ok"]

@@ -12,6 +12,7 @@ from flwr.common import log
 from torch.utils.data import DataLoader
 
 from client_app.dataset import load_partition, make_loader
+from client_app.mods import skip_expired
 from client_app.plan_train import train_with_plan
 from client_app.train import train_step
 from profl_strategy.budgets import node_budget_mb
@@ -20,7 +21,7 @@ from profl_strategy.plans import Plan, estimate_plan
 from profl_strategy.protocol import model_key_of, profile_of, step_of
 from profl_strategy.step_model import StepModel
 
-app = ClientApp()
+app = ClientApp(mods=[skip_expired])
 
 
 def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:

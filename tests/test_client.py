@@ -105,3 +105,20 @@ def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
     assert reply.content["metrics"]["need-mb"] == pytest.approx(need)
     tight = train_handler(msg, context(NODE | {"memory-mb": need * 0.9}))
     assert tight.content["metrics"]["refused"] == 1
+
+
+def test_expired_messages_are_not_run() -> None:
+    import time
+
+    from client_app.mods import skip_expired
+
+    def must_not_run(msg: Message, ctx: Context) -> Message:
+        raise AssertionError("an expired message reached the handler")
+
+    late = Message(RecordDict(), dst_node_id=1, message_type=TRAIN_STEP, ttl=0.01)
+    time.sleep(0.05)
+    reply = skip_expired(late, context(NODE), must_not_run)
+    assert reply.content["metrics"]["expired"] == 1
+    fresh = Message(RecordDict(), dst_node_id=1, message_type=TRAIN_STEP, ttl=60)
+    ran = skip_expired(fresh, context(NODE), lambda m, c: Message(RecordDict(), reply_to=m))
+    assert not ran.content.metric_records

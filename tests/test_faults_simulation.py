@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.test_simulation import flwr_run
+from tests.test_simulation import copy_app, flwr_run
 
 pytestmark = pytest.mark.simulation
 
@@ -27,14 +27,7 @@ ROUND_TIMEOUT = 30
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[str, dict]:
     tmp = tmp_path_factory.mktemp("faults")
-    app = tmp / "app"
-    shutil.copytree(
-        REPO,
-        app,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".pytest_cache", "deploy"
-        ),
-    )
+    app = copy_app(tmp / "app")
     shutil.copy(REPO / "tests" / "apps" / "faulty_client.py", app / "client_app" / "faulty.py")
     toml = app / "pyproject.toml"
     text = toml.read_text()

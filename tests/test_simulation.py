@@ -63,17 +63,20 @@ def flwr_run(app: Path, home: Path, run_config: str, supernodes: int) -> tuple[s
     return log, results
 
 
+def copy_app(dst: Path) -> Path:
+    """A copy of the app to run: nothing a run does can touch the checkout."""
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".pytest_cache", "deploy",
+        "results", ".flwr*", ".cache*",
+    )  # fmt: skip
+    shutil.copytree(REPO, dst, ignore=ignore)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[str, dict]:
     tmp = tmp_path_factory.mktemp("sim")
-    app = tmp / "app"  # a copy: nothing a run does can touch the checkout
-    shutil.copytree(
-        REPO,
-        app,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".pytest_cache", "deploy"
-        ),
-    )
+    app = copy_app(tmp / "app")
     cfg = (
         f"data-dir='{data_dir}' outputs-dir='{tmp / 'home' / 'out'}' width=0.25 "
         "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "

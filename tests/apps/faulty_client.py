@@ -14,13 +14,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from client_app.app import budget, train
+from client_app.mods import skip_expired
 
 # partition id -> fault; the other partitions are honest
 FAULTS = {0: "crash", 1: "timeout-once", 2: "slow", 3: "nan", 4: "lie", 5: "shape", 6: "extra-key"}
 TIMEOUT_SLEEP_S = 45.0  # longer than the test's round-timeout
 SLOW_SLEEP_S = 2.0  # well within it
 
-app = ClientApp()
+app = ClientApp(mods=[skip_expired])
 app.query("budget")(budget)
 
 
