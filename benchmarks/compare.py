@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -426,6 +427,42 @@ def report(out: Path, order: Sequence[str]) -> list[dict[str, Any]]:
     return table
 
 
+def update_readme(readme: Path, out: Path) -> bool:
+    """Put ``out``'s table, figures and commands between the README's markers for ``out``.
+
+    The markers are ``<!-- compare:<folder name> -->`` and ``<!-- /compare:<folder name> -->``;
+    a README without them is left alone (False).
+    """
+    start, end = f"<!-- compare:{out.name} -->", f"<!-- /compare:{out.name} -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return False
+    rel = os.path.relpath(out, readme.parent)
+    manifest = json.loads((out / "manifest.json").read_text())
+    commands = [
+        "python -m benchmarks.compare " + " ".join(shlex.quote(a) for a in argv[1:])
+        for argv in manifest.get("commands", [])
+    ]
+    body = "\n".join(
+        [
+            start,
+            "```bash",
+            *commands,
+            "```",
+            "",
+            (out / "table.md").read_text().strip(),
+            "",
+            f"![accuracy per round]({rel}/accuracy.png)",
+            f"![worst per-client peak]({rel}/memory.png)",
+            f"![participation]({rel}/participation.png)",
+            end,
+        ]
+    )
+    head, rest = text.split(start, 1)
+    readme.write_text(head + body + rest.split(end, 1)[1])
+    return True
+
+
 # ---- entry point ---------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -449,6 +486,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--app", default=str(REPO), help="the Flower app to run (default: this checkout)"
     )
     p.add_argument("--report-only", action="store_true", help="only rebuild tables and plots")
+    p.add_argument(
+        "--readme",
+        default="",
+        help="README whose <!-- compare:<out folder> --> section is rewritten from the results",
+    )
     return p.parse_args(argv)
 
 
@@ -460,7 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or REPO / "benchmarks" / "results" / f"{args.preset}-{stamp}").resolve()
     if args.report_only:
-        return 0 if report(out, methods) else 1
+        ok = bool(report(out, methods))
+        if ok and args.readme:
+            update_readme(Path(args.readme), out)
+        return 0 if ok else 1
     available = {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
     unknown = [m for m in methods if m not in available | set(VARIANTS)]
     if unknown:
@@ -491,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = asdict(cfg) | {"commands": commands, "app_source": str(Path(args.app).resolve())}
             info["runs"] = kept + info["runs"]
             manifest.write_text(json.dumps(info, indent=1, default=str))
-    report(out, methods)
+    if report(out, methods) and args.readme:
+        update_readme(Path(args.readme), out)
     failed = [s.name for s in cfg.runs if s.status != "ok"]
     if failed:
         print(f"failed runs: {', '.join(failed)} (see their flwr.log)", flush=True)

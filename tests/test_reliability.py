@@ -1,4 +1,7 @@
-"""Checkpoint/resume equivalence, refused checkpoints, and faulty clients (in-process)."""
+"""Refused checkpoints, faulty clients, infeasible runs and resume rules (in-process).
+
+Kill-and-resume equivalence is in ``test_kill_resume.py``.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ def config(data_dir: Path, out: Path, **extra: object) -> dict:
         "outputs-dir": str(out),
         "width": 0.25,
         "memory-profile": "uniform",
+        # partitions 0-5 of 60 draw no top-tier budget: scaled, the 75% tier holds
+        # every step (a run whose steps no node holds stops before training)
+        "memory-scale": 1.5,
         "seed": 3,
         "fraction-train": 0.5,
         "min-rounds-per-step": 1,
@@ -50,24 +56,6 @@ def read_rounds(run_dir: str) -> list[dict]:
 
 def steps_of(summary: dict) -> list[tuple]:
     return [(t["step"], t["reason"], t["round"]) for t in summary["transitions"]]
-
-
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(
-    data_dir: Path, tmp_path: Path
-) -> None:
-    whole = run_profl(InProcessGrid(NODES), config(data_dir, tmp_path / "a"))
-    assert whole["schedule_done"]
-    cut = run_profl(
-        InProcessGrid(NODES), config(data_dir, tmp_path / "b", **{"num-server-rounds": 4})
-    )
-    assert not cut["schedule_done"] and cut["rounds"] == 4
-    resumed = run_profl(
-        InProcessGrid(NODES), config(data_dir, tmp_path / "b", resume=cut["run_dir"])
-    )
-    assert resumed["schedule_done"] and resumed["rounds"] == whole["rounds"]
-    assert steps_of(resumed) == steps_of(whole)
-    assert resumed["final_accuracy"] == whole["final_accuracy"]
-    assert resumed["final_loss"] == whole["final_loss"]
 
 
 def test_corrupt_or_foreign_checkpoints_are_refused(data_dir: Path, tmp_path: Path) -> None:
