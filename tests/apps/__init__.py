@@ -1,0 +1,1 @@
+"""ClientApps that misbehave on purpose, for fault-injection tests."""
