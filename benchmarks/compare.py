@@ -36,12 +36,14 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +272,8 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
         "best_accuracy": max((a for a in (*accs, final) if a == a), default=float("nan")),
         "rounds": summary.get("rounds", len(rounds)),
         "wall_s": data.get("wall_s", float("nan")),
-        "s_per_round": _mean(r.get("round_s") for r in rounds),
+        # median: robust to a round slowed by other work on the machine
+        "s_per_round": statistics.median([r["round_s"] for r in rounds if "round_s" in r] or [nan]),
         "peak_mb_est": max(needs) if needs else float("nan"),
         "full_model_mb_est": summary.get("full_model_peak_mb_est", float("nan")),
         "smallest_budget_mb": min(budgets) if budgets else float("nan"),
@@ -287,6 +290,7 @@ COLUMNS = [  # key, header, format
     ("best_accuracy", "best acc", ".4f"),
     ("rounds", "rounds", ".0f"),
     ("wall_s", "wall s", ".0f"),
+    ("s_per_round", "median s/round", ".1f"),
     ("peak_mb_est", "worst client peak MB (est.)", ".2f"),
     ("full_model_mb_est", "full-model MB (est.)", ".2f"),
     ("eligible_share", "eligible share", ".3f"),
