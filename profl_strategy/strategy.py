@@ -25,7 +25,7 @@ from torch import nn
 
 from profl_strategy.condense import condense_into_output_module
 from profl_strategy.feasibility import check_feasible
-from profl_strategy.memory import ModelKey, estimate_step
+from profl_strategy.memory import ModelKey
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.plan_picker import PLAIN, PlanPicker
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
@@ -119,8 +119,8 @@ class ProFL(FedAvg):
 
     # ---- the pieces of one round -------------------------------------------------
     def need_mb(self, step: Step) -> float:
-        """Estimated peak memory of training ``step``."""
-        return estimate_step(self.key, step, self.batch_size).total_mb
+        """Estimated peak memory of training ``step`` without a plan."""
+        return self.plans.plain_mb(step)
 
     def remaining_needs(self) -> dict[str, float]:
         """Estimated peak MB of every step still to train, for :func:`check_feasible`.
@@ -315,13 +315,17 @@ class ProFL(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Weighted FedAvg of the active step's arrays; the model stays whole."""
+        """Screen the replies, fold the usable ones into the model (:meth:`merge`)."""
         good = self.screen_replies(replies)
         if good is None:
             return None, None
+        self.merge(good)
+        return self.round_metrics([c for _, c in good])
+
+    def merge(self, good: list[tuple[int, RecordDict]]) -> None:
+        """Weighted FedAvg of the active step's arrays; the model stays whole."""
         contents = [c for _, c in good]
         self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
-        return self.round_metrics(contents)
 
     # ---- the progressive loop ---------------------------------------------------
     def _enter_step(self, step: Step) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
@@ -229,16 +229,6 @@ class SubModelStrategy(ProFL):
         reference = {k: SimpleNamespace(shape=s) for k, s in shapes.items()}
         return reply_problem(reply, shapes, reference)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate every reply, then let the method merge the valid ones."""
-        good = self.screen_replies(replies)
-        if good is None:
-            return None, None
-        self.merge(good)
-        return self.round_metrics([c for _, c in good])
-
     def step_model(self, step: Step) -> nn.Module:  # noqa: ARG002 - one step only
         """What is evaluated every round: the deliverable global model."""
         return self.final_model()
@@ -248,6 +238,3 @@ class SubModelStrategy(ProFL):
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             return build()
-
-
-# ---- width scaling -----------------------------------------------------------------

@@ -207,15 +207,8 @@ class AllSmall(SubModelStrategy):
         state = to_numpy(self.model.state_dict())
         return Payload(to_record(state), shapes_of(state))
 
-    def tier_config(self, base: ConfigRecord, tier: Tier, server_round: int) -> ConfigRecord:
-        return width_record(
-            base,
-            self.schedule.current,
-            server_round,
-            tier.need_mb,
-            ratio=tier.value,
-            label_mask=False,
-        )
+    label_mask = False  # plain FedAvg on one model: no masked classifier
+    tier_config = HeteroFL.tier_config
 
     def merge(self, good: list[tuple[int, RecordDict]]) -> None:
         contents = [c for _, c in good]
@@ -233,6 +226,3 @@ class AllSmall(SubModelStrategy):
         self._ladder = None
         self.model = self.build_model()
         super().load_state_dict(state)
-
-
-# ---- depth scaling -----------------------------------------------------------------
