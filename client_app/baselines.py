@@ -22,8 +22,9 @@ from torch import nn
 from client_app.app import _budget, app, local_loader
 from client_app.train import train_step
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
+from profl_strategy.baselines.static_bn import loader_images, local_statistics
 from profl_strategy.baselines.width import LabelMasked, sub_key
-from profl_strategy.memory import ModelKey, estimate_full
+from profl_strategy.memory import ModelKey, estimate_forward, estimate_full
 from profl_strategy.models import build_full_model
 from profl_strategy.protocol import model_key_of
 
@@ -98,6 +99,24 @@ def train_width(msg: Message, context: Context) -> Message:
             "labels": present,
         },
     )
+
+
+@app.query("bnstats")
+def bn_statistics(msg: Message, context: Context) -> Message:
+    """BN statistics of the global full-width model on this node's data (static BN)."""
+    cfg = msg.content["config"]
+    key = model_key_of(cfg)
+    budget_mb, _ = _budget(context, cfg)
+    need_mb = estimate_forward(key, int(cfg["batch-size"])).total_mb
+    if _over_budget(cfg, need_mb, budget_mb):
+        return _refusal(msg, need_mb, budget_mb, "a forward pass of the full model")
+    loader, labels, _ = local_loader(cfg, context)
+    model = build_full_model(key.spec())
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    stats = local_statistics(model, loader_images(loader), _device())
+    arrays = ArrayRecord({k: torch.from_numpy(v) for k, v in stats.items()})
+    metrics = MetricRecord({"num-examples": len(labels), "need-mb": need_mb})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.train("depth")

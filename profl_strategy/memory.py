@@ -171,3 +171,21 @@ def estimate_full(key: ModelKey, batch_size: int, optimizer_slots: int = 1) -> M
         return estimate_training(
             model, key.input_shape, batch_size, key.num_classes, optimizer_slots
         )
+
+
+@lru_cache(maxsize=16)
+def estimate_forward(key: ModelKey, batch_size: int) -> MemoryEstimate:
+    """Peak of a forward pass of the full model without autograd.
+
+    What a node needs to report BN statistics of the global model (static BN):
+    resident weights and buffers plus the largest input-plus-output of a layer.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_full_model(key.spec()).train()
+        x = torch.randn(batch_size, *key.input_shape)
+        y = torch.randint(0, key.num_classes, (batch_size,))
+        with torch.no_grad():
+            _, transient = saved_activation_bytes(model, x, y)
+        resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
+        return MemoryEstimate(resident / MB, 0.0, 0.0, 0.0, (transient + _nbytes([x])) / MB)

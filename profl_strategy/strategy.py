@@ -328,6 +328,9 @@ class ProFL(FedAvg):
         self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
 
     # ---- the progressive loop ---------------------------------------------------
+    def after_merge(self, grid: Grid, server_round: int, timeout: float) -> None:
+        """Run after a round's update is merged; HeteroFL/FedRolex refresh BN statistics."""
+
     def _enter_step(self, step: Step) -> None:
         """Prepare a step: fold the trained block into the next output module."""
         last = self.key.spec().num_blocks - 1
@@ -388,6 +391,7 @@ class ProFL(FedAvg):
                     step,
                 )
             else:
+                self.after_merge(grid, server_round, timeout)
                 em = self.detector.update(self.block_params(step.block))
                 transition = self.schedule.record_round(self.detector.converged)
         record = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client_app.baselines import train_depth, train_width
+from client_app.baselines import bn_statistics, train_depth, train_width
 from profl_strategy.baselines.depth import (
     DepthClassifier,
     DepthNet,
@@ -22,7 +23,7 @@ from profl_strategy.baselines.depth import (
     key_map,
 )
 from profl_strategy.baselines.depth_strategies import DepthFL, InclusiveFL
-from profl_strategy.baselines.protocol import TRAIN_DEPTH, TRAIN_WIDTH
+from profl_strategy.baselines.protocol import QUERY_BN_STATS, TRAIN_DEPTH, TRAIN_WIDTH
 from profl_strategy.baselines.submodel import Sent, SubModelStrategy
 from profl_strategy.baselines.width import (
     SliceUpdate,
@@ -263,6 +264,7 @@ def baseline_grid(monkeypatch: pytest.MonkeyPatch) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     monkeypatch.setitem(inprocess_grid.HANDLERS, TRAIN_WIDTH, train_width)
     monkeypatch.setitem(inprocess_grid.HANDLERS, TRAIN_DEPTH, train_depth)
+    monkeypatch.setitem(inprocess_grid.HANDLERS, QUERY_BN_STATS, bn_statistics)
 
 
 @pytest.mark.parametrize("method", ["allsmall", "heterofl", "fedrolex", "depthfl", "inclusivefl"])
@@ -292,6 +294,9 @@ def test_each_baseline_runs_and_evaluates_in_process(
     assert 0.0 <= summary["final_accuracy"] <= 1.0 and np.isfinite(summary["final_loss"])
     assert summary["refusals"] == 0 and summary["rejected_replies"] == 0
     assert summary["rounds_without_update"] == 0
+    rounds = json.loads(next(tmp_path.rglob("results.json")).read_text())["rounds"]
+    static_bn = method in ("heterofl", "fedrolex")
+    assert [r.get("bn_stats_nodes") for r in rounds] == [3 if static_bn else None] * 2
 
 
 def test_depth_classifier_is_the_deepest_trained_tier() -> None:

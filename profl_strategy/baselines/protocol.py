@@ -15,6 +15,7 @@ from profl_strategy.step_model import Step
 
 TRAIN_WIDTH = "train.width"  # AllSmall, HeteroFL, FedRolex: a width-scaled whole model
 TRAIN_DEPTH = "train.depth"  # DepthFL, InclusiveFL: the first k blocks and heads
+QUERY_BN_STATS = "query.bnstats"  # HeteroFL, FedRolex: BN statistics of the global model
 
 
 def width_record(

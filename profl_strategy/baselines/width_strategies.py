@@ -8,15 +8,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
 
-from profl_strategy.baselines.protocol import (
-    TRAIN_WIDTH,
-    width_record,
-)
+from profl_strategy.baselines.protocol import QUERY_BN_STATS, TRAIN_WIDTH, width_record
+from profl_strategy.baselines.static_bn import MEAN, VAR, pool_statistics
 from profl_strategy.baselines.submodel import Payload, SubModelStrategy, Tier, to_numpy, to_record
 from profl_strategy.baselines.width import (
     DEFAULT_RATIOS,
@@ -31,9 +29,12 @@ from profl_strategy.baselines.width import (
     sub_key,
     width_model,
 )
-from profl_strategy.memory import estimate_full
+from profl_strategy.memory import estimate_forward, estimate_full
 from profl_strategy.models import build_full_model
-from profl_strategy.replies import merge_weighted
+from profl_strategy.protocol import step_record
+from profl_strategy.replies import merge_weighted, reply_problem
+
+BN_STATS = (MEAN, VAR)
 
 
 class HeteroFL(SubModelStrategy):
@@ -42,10 +43,12 @@ class HeteroFL(SubModelStrategy):
     Diao et al., ICLR 2021. A node of rate ``r`` trains channels ``0 .. r*C-1``
     of every layer. Options (``method``): ``ratios`` (model rates, default
     1, 1/2, 1/4, 1/8, 1/16) and ``label_mask`` (HeteroFL's masked classifier for
-    non-IID data). Not reproduced: the "scaler" and static BatchNorm (sBN),
-    which re-estimate BN statistics on training data at the server, which this
-    app's server does not have; BN statistics are averaged per slice instead,
-    like every other entry.
+    non-IID data) and ``static_bn`` (default on: after every merge, the
+    round's nodes that can hold a forward pass of the full model report its BN
+    statistics on their data, see :mod:`.static_bn`; off: BN statistics are
+    averaged per slice like every other entry). Not reproduced: the "scaler",
+    which divides a sub-model's activations by its rate during training; every
+    conv here is followed by BN, which cancels that factor.
     """
 
     message_type = TRAIN_WIDTH
@@ -57,6 +60,8 @@ class HeteroFL(SubModelStrategy):
         if not self.ratios or not all(0 < r <= 1 for r in self.ratios):
             raise ValueError(f"method.ratios must lie in (0, 1], got {self.ratios}")
         self.label_mask = bool(mc.get("label_mask", False))
+        self.static_bn = bool(mc.get("static_bn", True))
+        self._merged: list[int] = []
         super().__init__(**kwargs)
         self._groups = groups_for(self.key)
         self._sub_shapes: dict[float, dict[str, tuple[int, ...]]] = {}
@@ -119,6 +124,51 @@ class HeteroFL(SubModelStrategy):
             )
         merged = aggregate_slices(to_numpy(self.model.state_dict()), updates)
         self.model.load_state_dict({k: torch.from_numpy(v) for k, v in merged.items()})
+        self._merged = [node for node, _ in good]
+
+    def after_merge(self, grid: Grid, server_round: int, timeout: float) -> None:
+        """Static BN: replace the merged BN statistics by the global model's own."""
+        if not self.static_bn:
+            return
+        need = estimate_forward(self.key, self.batch_size).total_mb
+        nodes = [n for n in self._merged if not self.memory_aware or self.budgets[n] >= need]
+        reference = {k: v for k, v in self.model.state_dict().items() if k.endswith(BN_STATS)}
+        cfg = step_record(self.run_config, self.schedule.current, server_round, need)
+        cfg["enforce-budget"] = self.memory_aware
+        arrays = ArrayRecord(self.model.state_dict())
+        msgs = [
+            Message(
+                RecordDict({"arrays": arrays, "config": cfg}),
+                dst_node_id=n,
+                message_type=QUERY_BN_STATS,
+                group_id=str(server_round),
+                ttl=timeout,
+            )
+            for n in nodes
+        ]
+        stats, rejected = [], 0
+        for reply in grid.send_and_receive(msgs, timeout=timeout) if msgs else []:
+            problem = reply_problem(reply, reference, reference)
+            if problem:
+                rejected += 1
+                log(WARNING, "BN statistics of node %s rejected: %s", self._node_of(reply), problem)
+                continue
+            arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+            stats.append((arrays, float(reply.content["metrics"]["num-examples"])))
+        self._last.update(bn_stats_nodes=len(stats), bn_stats_rejected=rejected)
+        if not stats:
+            log(
+                WARNING,
+                "round %d: no BN statistics (%d nodes asked, need %.1f MB); the merged ones stay",
+                server_round,
+                len(msgs),
+                need,
+            )
+            return
+        pooled = pool_statistics(stats)
+        self.model.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in pooled.items()}, strict=False
+        )
 
     def final_model(self) -> nn.Module:
         """The full-width global model."""
