@@ -16,7 +16,7 @@ from client_app.mods import skip_expired
 from client_app.plan_train import train_with_plan
 from client_app.train import train_step
 from profl_strategy.budgets import node_budget_mb
-from profl_strategy.memory import estimate_step
+from profl_strategy.memory import cuda_workspace_mb, estimate_step
 from profl_strategy.plans import Plan, estimate_plan
 from profl_strategy.protocol import model_key_of, profile_of, step_of
 from profl_strategy.step_model import StepModel
@@ -25,9 +25,18 @@ app = ClientApp(mods=[skip_expired])
 
 
 def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:
-    return node_budget_mb(
+    """The MB the memory model's estimates may use on this node.
+
+    A real cap (``memory-mb`` in the node config) on a CUDA device also has to
+    hold PyTorch's cuBLAS workspaces, which the estimates leave out: they are
+    taken off here, so the strategy and this node compare the same figures.
+    """
+    mb, source = node_budget_mb(
         dict(context.node_config), profile_of(cfg), float(cfg["full-peak-mb"]), int(cfg["seed"])
     )
+    if source == "node-config" and torch.cuda.is_available():
+        mb -= cuda_workspace_mb(torch.cuda.get_device_capability())
+    return mb, source
 
 
 def local_loader(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.ndarray, int]:

@@ -10,12 +10,16 @@ The estimate is the sum of what stays allocated through one optimiser step:
 - the largest transient of the no-grad frozen prefix (a layer's input plus its
   output, which are alive together) and the input batch.
 
-It leaves out allocator slack, cuDNN workspaces and backward temporaries, so on
-CUDA ``torch.cuda.max_memory_allocated()`` reads somewhat higher.
+It leaves out allocator slack, cuDNN workspaces and backward temporaries. On
+CUDA, PyTorch also allocates a cuBLAS workspace per (thread, stream) from the
+same caching allocator; :func:`cuda_workspace_mb` gives that term, which a
+CUDA prediction adds once (see ``benchmarks/memory_model_check.py``).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -28,6 +32,9 @@ from profl_strategy.models.base import BlockNetSpec
 from profl_strategy.step_model import Step, StepModel
 
 MB = 2**20
+# Threads that run cuBLAS in one training step: the caller (forward) and
+# autograd's per-device worker thread (backward), each with its own handle.
+CUBLAS_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -189,3 +196,30 @@ def estimate_forward(key: ModelKey, batch_size: int) -> MemoryEstimate:
             _, transient = saved_activation_bytes(model, x, y)
         resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
         return MemoryEstimate(resident / MB, 0.0, 0.0, 0.0, (transient + _nbytes([x])) / MB)
+
+
+def cuda_workspace_mb(capability: tuple[int, int], config: str | None = None) -> float:
+    """cuBLAS workspace PyTorch allocates for one training step on a CUDA device.
+
+    Mirrors ``at::cuda::getChosenWorkspaceSize``: ``CUBLAS_WORKSPACE_CONFIG``
+    (``:SIZE_KiB:COUNT`` pairs) when set, else 32 MiB on compute capability 9.x
+    and 8.125 MiB before it; one workspace per cuBLAS thread
+    (:data:`CUBLAS_THREADS`). The recorded H100 runs differ by 64.6 MB between
+    the default and ``:16:8`` (benchmarks/results/plans_cuda_h100_*.md).
+
+    Parameters
+    ----------
+    capability : tuple[int, int]
+        ``torch.cuda.get_device_capability()`` of the training device.
+    config : str or None
+        ``CUBLAS_WORKSPACE_CONFIG``; None reads the environment.
+    """
+    config = os.environ.get("CUBLAS_WORKSPACE_CONFIG") if config is None else config
+    pairs = re.findall(r":([0-9]+):([0-9]+)", config or "")
+    if pairs:
+        per_thread = sum(int(size) * 1024 * int(count) for size, count in pairs)
+    elif capability[0] == 9:
+        per_thread = 4096 * 1024 * 8
+    else:
+        per_thread = 4096 * 1024 * 2 + 16 * 1024 * 8
+    return CUBLAS_THREADS * per_thread / MB

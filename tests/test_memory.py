@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from profl_strategy.memory import MB, ModelKey, estimate_full, estimate_step, estimate_training
+from profl_strategy.memory import (
+    MB,
+    ModelKey,
+    cuda_workspace_mb,
+    estimate_full,
+    estimate_step,
+    estimate_training,
+)
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import Step
 
@@ -56,3 +63,11 @@ def test_estimate_is_deterministic() -> None:
     estimate_step.cache_clear()
     assert estimate_step(CNN, Step(2, 2), 32) == a
     assert torch.is_grad_enabled()
+
+
+def test_cuda_workspace_term_follows_pytorchs_rule() -> None:
+    """Two cuBLAS threads (forward, autograd's backward) x PyTorch's chosen size."""
+    assert cuda_workspace_mb((9, 0), "") == 64.0  # Hopper default: 32 MiB each
+    assert cuda_workspace_mb((8, 0), "") == 2 * (8 + 0.125)  # :4096:2:16:8
+    assert cuda_workspace_mb((9, 0), ":16:8") == 0.25
+    assert cuda_workspace_mb((9, 0), ":4096:8:16:8") == 2 * (32 + 0.125)

@@ -224,3 +224,17 @@ def test_parameters_shrink_with_width(name: str) -> None:
     full = _spec_params(spec_of(name, width=1.0))
     quarter = _spec_params(spec_of(name, width=0.25))
     assert quarter < full / 8
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks"), [("resnet18", 9), ("resnet34", 17), ("vgg16", 13)], ids=str
+)
+def test_fine_split_is_the_same_network(name: str, blocks: int) -> None:
+    """One block per BasicBlock / conv: same tensors in the same order, same forward."""
+    stage = randomize(build_full_model(spec_of(name)))
+    fine = build_full_model(spec_of(name + "_fine"))
+    assert len(fine.blocks) == blocks
+    shapes = [tuple(t.shape) for t in stage.state_dict().values()]
+    assert [tuple(t.shape) for t in fine.state_dict().values()] == shapes
+    fine.load_state_dict(dict(zip(fine.state_dict(), stage.state_dict().values(), strict=True)))
+    assert_same_forward(fine, stage, CIFAR)

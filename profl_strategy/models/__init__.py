@@ -21,7 +21,18 @@ __all__ = [
     "build_spec",
 ]
 
-MODEL_NAMES = ("cnn", "resnet18", "resnet34", "vgg16", "vit")
+# "_fine": one block per BasicBlock (ResNet) or per conv (VGG) instead of per stage.
+MODEL_NAMES = (
+    "cnn",
+    "resnet18",
+    "resnet34",
+    "vgg16",
+    "vit",
+    "resnet18_fine",
+    "resnet34_fine",
+    "vgg16_fine",
+)
+FINE = "_fine"
 
 
 def build_spec(
@@ -55,10 +66,12 @@ def build_spec(
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width!r}")
     input_shape = tuple(int(d) for d in input_shape)
+    fine = name.endswith(FINE)
+    base = name.removesuffix(FINE)
     if name == "cnn":
         return CNNSpec(num_classes, input_shape, width)
-    if name in LAYERS:
-        return ResNetSpec(LAYERS[name], num_classes, input_shape, width)
-    if name == "vgg16":
-        return VGGSpec(num_classes, input_shape, width, cfg="D")
+    if base in LAYERS:
+        return ResNetSpec(LAYERS[base], num_classes, input_shape, width, fine=fine)
+    if base == "vgg16":
+        return VGGSpec(num_classes, input_shape, width, cfg="D", fine=fine)
     return ViTSpec(num_classes, input_shape, width)

@@ -1,4 +1,4 @@
-"""CIFAR-style ResNet-18/34 split into a stem and its four residual stages."""
+"""CIFAR-style ResNet-18/34 split into a stem and its residual stages (or BasicBlocks)."""
 
 from __future__ import annotations
 
@@ -83,8 +83,11 @@ class _LayerBuilder:
 class ResNetSpec(BlockNetSpec):
     """ResNet with BasicBlocks, a 3x3 stride-1 stem and no max-pool.
 
-    Block 0 is the stem (``conv1``, ``bn1``, ``relu``); blocks 1-4 are
-    ``layer1``-``layer4``.
+    Block 0 is the stem (``conv1``, ``bn1``, ``relu``). With ``fine=False``
+    blocks 1-4 are ``layer1``-``layer4``; with ``fine=True`` every BasicBlock
+    is a block of its own (ResNet-18: 1 + 8 blocks), which lowers the peak of
+    the step with the largest feature maps. Either way a block is an
+    ``nn.Sequential`` of BasicBlocks, so keys read ``blocks.{t}.{i}.conv1…``.
 
     Parameters
     ----------
@@ -96,9 +99,9 @@ class ResNetSpec(BlockNetSpec):
         ``(channels, height, width)`` of one input image.
     width : float
         Multiplier for the stage widths 64, 128, 256, 512.
+    fine : bool
+        One block per BasicBlock instead of one per stage.
     """
-
-    num_blocks = 1 + len(_PLANES)
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class ResNetSpec(BlockNetSpec):
         num_classes: int,
         input_shape: tuple[int, int, int],
         width: float = 1.0,
+        fine: bool = False,
     ) -> None:
         check_shape(input_shape, num_classes)
         if len(layers) != len(_PLANES):
@@ -114,17 +118,23 @@ class ResNetSpec(BlockNetSpec):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         planes = [scale(p, width) for p in _PLANES]
+        # Blocks after the stem: (stride of the first BasicBlock, BasicBlocks in it).
+        self.units: list[tuple[int, int]] = []
         # Output channels of each block; the stem outputs stage 1's width.
-        self.channels = [input_shape[0], planes[0], *planes]
+        self.channels = [input_shape[0], planes[0]]
+        for p, stride, n in zip(planes, _STRIDES, self.layers, strict=True):
+            parts = [(stride, 1)] + [(1, 1)] * (n - 1) if fine else [(stride, n)]
+            self.units += parts
+            self.channels += [p] * len(parts)
+        self.num_blocks = 1 + len(self.units)
 
     def make_block(self, t: int) -> nn.Module:
         check_index(t, self.num_blocks)
         if t == 0:
             return init_like_resnet(ConvBNReLU(self.channels[0], self.channels[1]))
+        stride, count = self.units[t - 1]
         builder = _LayerBuilder(self.channels[t])
-        layer = builder._make_layer(
-            BasicBlock, self.channels[t + 1], self.layers[t - 1], _STRIDES[t - 1]
-        )
+        layer = builder._make_layer(BasicBlock, self.channels[t + 1], count, stride)
         return init_like_resnet(layer)
 
     def make_head(self) -> nn.Module:
@@ -134,7 +144,8 @@ class ResNetSpec(BlockNetSpec):
         check_index(t, self.num_blocks)
         if t == 0:
             return self.make_block(0)
-        # Index "0" mirrors the stage's first BasicBlock, so its conv1/bn1 keys
-        # and shapes match the real stage's.
-        first = ConvBNReLU(self.channels[t], self.channels[t + 1], _STRIDES[t - 1])
+        # Index "0" mirrors the block's first BasicBlock, so its conv1/bn1 keys
+        # and shapes match the real block's.
+        stride = self.units[t - 1][0]
+        first = ConvBNReLU(self.channels[t], self.channels[t + 1], stride)
         return init_like_resnet(nn.Sequential(first))

@@ -1,4 +1,4 @@
-"""VGG16-BN split into five blocks, one per max-pool."""
+"""VGG16-BN split into five blocks, one per max-pool (or one per conv)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,16 @@ from profl_strategy.models.blocknet import check_index, check_shape, scale
 Cfg = list[str | int]
 
 
-def split_cfg(cfg: Cfg) -> list[Cfg]:
-    """Cut a torchvision VGG config after every ``"M"`` (max-pool)."""
+def split_cfg(cfg: Cfg, fine: bool = False) -> list[Cfg]:
+    """Cut a torchvision VGG config after every ``"M"`` (max-pool).
+
+    With ``fine`` every conv is a block of its own; a max-pool stays with the
+    conv before it.
+    """
     stages: list[Cfg] = [[]]
     for v in cfg:
+        if fine and v != "M" and stages[-1]:
+            stages.append([])
         stages[-1].append(v)
         if v == "M":
             stages.append([])
@@ -60,6 +66,8 @@ class VGGSpec(BlockNetSpec):
         Multiplier for every conv's channel count.
     cfg : str
         Key of ``torchvision.models.vgg.cfgs``.
+    fine : bool
+        One block per conv (VGG16: 13) instead of one per max-pool.
     """
 
     def __init__(
@@ -68,16 +76,17 @@ class VGGSpec(BlockNetSpec):
         input_shape: tuple[int, int, int],
         width: float = 1.0,
         cfg: str = "D",
+        fine: bool = False,
     ) -> None:
         check_shape(input_shape, num_classes)
         scaled = [v if v == "M" else scale(int(v), width) for v in cfgs[cfg]]
-        self.stages = split_cfg(scaled)
+        self.stages = split_cfg(scaled, fine)
         self.num_blocks = len(self.stages)
-        if min(input_shape[1:]) < 2**self.num_blocks:
+        pools = scaled.count("M")
+        if min(input_shape[1:]) < 2**pools:
             raise ValueError(
-                f"vgg needs inputs of at least {2**self.num_blocks}x"
-                f"{2**self.num_blocks} pixels for its {self.num_blocks} max-pools, "
-                f"got input_shape={tuple(input_shape)!r}"
+                f"vgg needs inputs of at least {2**pools}x{2**pools} pixels for its "
+                f"{pools} max-pools, got input_shape={tuple(input_shape)!r}"
             )
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
@@ -107,5 +116,6 @@ class VGGSpec(BlockNetSpec):
         standin = Conv2dNormActivation(
             self.channels[t], self.channels[t + 1], kernel_size=3, bias=True
         )
-        standin.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        if self.stages[t][-1] == "M":
+            standin.append(nn.MaxPool2d(kernel_size=2, stride=2))
         return init_like_vgg(standin)
