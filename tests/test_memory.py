@@ -71,3 +71,18 @@ def test_cuda_workspace_term_follows_pytorchs_rule() -> None:
     assert cuda_workspace_mb((8, 0), "") == 2 * (8 + 0.125)  # :4096:2:16:8
     assert cuda_workspace_mb((9, 0), ":16:8") == 0.25
     assert cuda_workspace_mb((9, 0), ":4096:8:16:8") == 2 * (32 + 0.125)
+
+
+def test_finer_blocks_lower_resnets_worst_step() -> None:
+    """One block per BasicBlock: the worst step needs less, full training the same.
+
+    (VGG16's is not lower: its 32x32 stage sets the peak however it is cut.)
+    """
+    worst, full = {}, {}
+    for name in ("resnet18", "resnet18_fine"):
+        key = ModelKey(name, 10, (3, 32, 32), 0.25, 1)
+        steps = progressive_steps(key.spec().num_blocks)
+        worst[name] = max(estimate_step(key, s, 32).total_mb for s in steps)
+        full[name] = estimate_full(key, 32).total_mb
+    assert full["resnet18_fine"] == pytest.approx(full["resnet18"])
+    assert worst["resnet18_fine"] < 0.9 * worst["resnet18"]

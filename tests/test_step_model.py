@@ -14,6 +14,8 @@ KEYS = [
     ModelKey("cnn", 10, (1, 28, 28), 0.25, 1),
     ModelKey("resnet18", 10, (3, 32, 32), 0.125, 0),
     ModelKey("vit", 10, (3, 32, 32), 0.25, 2),
+    ModelKey("vgg16_fine", 10, (3, 32, 32), 0.125, 1),
+    ModelKey("resnet18_fine", 10, (3, 32, 32), 0.125, 2),
 ]
 
 

@@ -1,0 +1,28 @@
+"""ProFL end to end on a finer split: every BasicBlock of ResNet-18 is a step (in-process)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from flwr.supercore.task_identity import TaskIdentity
+
+from server_app.app import run_profl
+from tests.inprocess_grid import InProcessGrid
+from tests.test_reliability import config
+
+NODES = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
+
+
+def test_profl_trains_every_block_of_resnet18_fine(data_dir: Path, tmp_path: Path) -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    grid = InProcessGrid(NODES)
+    summary = run_profl(
+        grid,
+        config(data_dir, tmp_path, model="resnet18_fine", width=0.125, **{"max-rounds-stage2": 1}),
+    )
+    assert summary["schedule_done"]
+    trained = {(stage, block) for _, stage, block in grid.train_requests}
+    assert trained == {(s, b) for s in (1, 2) for b in range(9)}  # stem + 8 BasicBlocks
+    assert summary["refusals"] == 0 and summary["rejected_replies"] == 0
+    assert math.isfinite(summary["final_loss"])
