@@ -39,7 +39,8 @@ from client_app.plan_train import train_with_plan
 from client_app.train import evaluate, train_step
 from profl_strategy.memory import MB, ModelKey, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
-from profl_strategy.plans import Plan, candidate_plans, cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plan_memory import cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plans import Plan, candidate_plans
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import STAGE_FULL, Step, StepModel, block_shapes
 

@@ -17,7 +17,8 @@ from client_app.plan_train import train_with_plan
 from client_app.train import train_step
 from profl_strategy.budgets import node_budget_mb
 from profl_strategy.memory import cuda_workspace_mb, estimate_step
-from profl_strategy.plans import Plan, estimate_plan
+from profl_strategy.plan_memory import estimate_plan
+from profl_strategy.plans import Plan
 from profl_strategy.protocol import model_key_of, profile_of, step_of
 from profl_strategy.step_model import StepModel
 

@@ -26,7 +26,7 @@ Micro-batches
 
 Checkpointing
     The active block runs as checkpointed segments
-    (:class:`~profl_strategy.plans.PlanForward`, ``use_reentrant=False``). The
+    (:class:`~profl_strategy.plan_forward.PlanForward`, ``use_reentrant=False``). The
     gradient is exactly the plain one; the RNG state is preserved for the
     recomputation (``preserve_rng_state``), so dropout masks match, and the
     recomputation does not update BatchNorm running statistics a second time.
@@ -66,7 +66,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.sgd import sgd as sgd_update
 
-from profl_strategy.plans import Plan, PlanForward, in_recompute, trainable_part
+from profl_strategy.plan_forward import PlanForward, in_recompute, trainable_part
+from profl_strategy.plans import Plan
 from profl_strategy.step_model import StepModel
 
 Batch = tuple[torch.Tensor, torch.Tensor]

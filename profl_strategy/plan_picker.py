@@ -13,7 +13,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from profl_strategy.memory import ModelKey, estimate_step
-from profl_strategy.plans import candidate_plans, cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plan_memory import cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plans import candidate_plans
 from profl_strategy.step_model import Step
 
 PLAN_MODES = ("off", "exact", "any")

@@ -90,7 +90,8 @@ def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None
 
 
 def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
-    from profl_strategy.plans import Plan, estimate_plan
+    from profl_strategy.plan_memory import estimate_plan
+    from profl_strategy.plans import Plan
 
     plain = estimate_step(KEY, STEP, 16).total_mb
     plan = Plan(micro_batch=4, checkpoint=True)

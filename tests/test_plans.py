@@ -18,17 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from client_app.plan_train import FullBatchNormStats, backward_batch, train_with_plan
 from client_app.train import train_step
 from profl_strategy.memory import MB, ModelKey, estimate_step
-from profl_strategy.plans import (
-    Plan,
-    PlanForward,
-    _forward_terms,
-    block_segments,
-    candidate_plans,
-    choose_plan,
-    estimate_plan,
-    forward_terms,
-    in_recompute,
-)
+from profl_strategy.plan_forward import PlanForward, block_segments, in_recompute
+from profl_strategy.plan_memory import _forward_terms, choose_plan, estimate_plan, forward_terms
+from profl_strategy.plans import Plan, candidate_plans
 from profl_strategy.step_model import Step, StepModel, block_shapes
 
 CPU = torch.device("cpu")

@@ -1,0 +1,299 @@
+"""What a :class:`~profl_strategy.plans.Plan` costs, and which plan fits a budget.
+
+:func:`estimate_plan` predicts each plan's peak with the memory model of
+:mod:`profl_strategy.memory` (saved tensors counted by a real forward pass)
+plus backward's gradient temporaries, from three tiny probe batches whose byte
+counts it extrapolates exactly (they are affine in the batch size), so a
+client can price every candidate in milliseconds. :func:`choose_plan` takes
+the fastest plan that fits a budget. On CUDA the measured peak also holds
+library workspaces the model does not see: cuBLAS's (64 MB by default on an
+H100, :func:`profl_strategy.memory.cuda_workspace_mb`) and cuDNN's;
+``python -m benchmarks.plans`` measures them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+
+import torch
+from torch import nn
+
+from profl_strategy.memory import MB, MemoryEstimate, ModelKey, saved_activation_bytes
+from profl_strategy.plan_forward import PlanForward
+from profl_strategy.plans import Plan, candidate_plans
+from profl_strategy.step_model import Step, StepModel, block_shapes
+
+
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _state_bytes(module: nn.Module) -> int:
+    return _nbytes(list(module.parameters())) + _nbytes(list(module.buffers()))
+
+
+def _largest_node_grad(model: nn.Module) -> int:
+    """Bytes of the largest set of gradients one backward node makes at once.
+
+    With fused updates a gradient lives from its node's backward to its own
+    update; one layer's weight and bias come out of the same node.
+    """
+    per_leaf = [
+        _nbytes([p for p in m.parameters(recurse=False) if p.requires_grad])
+        for m in model.modules()
+    ]
+    return max(per_leaf, default=0)
+
+
+def recompute_peak_bytes(
+    fwd: PlanForward, x: torch.Tensor, y: torch.Tensor
+) -> tuple[int, list[int]]:
+    """Saved bytes alive while backward recomputes each checkpointed segment.
+
+    Runs ``fwd``'s segments plainly under a pack hook that attributes every
+    saved storage to the segment (or the part before/after the block) that
+    saved it. While segment ``k`` is recomputed, what the output module and
+    later segments saved is gone, and what is alive is: everything saved
+    before the block, the checkpointed inputs of segments ``0..k`` and segment
+    ``k``'s own saved tensors. Returns the maximum over ``k`` and the per-segment
+    values.
+    """
+    ptrs = {t.untyped_storage().data_ptr() for t in [*fwd.parameters(), *fwd.buffers()]}
+    size: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    bounds: list[int] = []
+    phase = -1  # -1: before the block; k: segment k; len(segments): after it
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in ptrs:
+            size[ptr] = max(size.get(ptr, 0), storage.nbytes())
+            owner.setdefault(ptr, phase)
+        return t
+
+    def enter(k: int, _m: nn.Module, args: tuple) -> None:
+        nonlocal phase
+        phase = k
+        storage = args[0].untyped_storage()
+        size[storage.data_ptr()] = max(size.get(storage.data_ptr(), 0), storage.nbytes())
+        bounds.append(storage.data_ptr())
+
+    def leave(_m: nn.Module, _args: tuple, _out: torch.Tensor) -> None:
+        nonlocal phase
+        phase = len(fwd.segments)
+
+    was = fwd.checkpointed
+    fwd.checkpointed = False
+    handles = [s.register_forward_pre_hook(partial(enter, k)) for k, s in enumerate(fwd.segments)]
+    handles.append(fwd.segments[-1].register_forward_hook(leave))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            torch.nn.functional.cross_entropy(fwd(x), y)
+    finally:
+        fwd.checkpointed = was
+        for h in handles:
+            h.remove()
+    pre = {p for p, o in owner.items() if o == -1}
+    peaks = []
+    for k in range(len(fwd.segments)):
+        alive = pre | set(bounds[: k + 1]) | {p for p, o in owner.items() if o == k}
+        peaks.append(sum(size[p] for p in alive))
+    return max(peaks), peaks
+
+
+_PROBE_BATCHES = (2, 3, 4)
+BACKWARD_TEMPORARIES = 2  # activation-sized gradients alive in backward (output's and input's)
+Terms = tuple[int, ...]
+
+
+def largest_saved_bytes(fwd: PlanForward, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the largest tensor the (plain, not checkpointed) forward saves for backward.
+
+    Backward holds the gradient of a node's output while it makes the gradient
+    of its input, two activation-sized temporaries that the saved-tensor count
+    does not see; the largest saved activation bounds each of them.
+    """
+    ptrs = {t.untyped_storage().data_ptr() for t in [*fwd.parameters(), *fwd.buffers()]}
+    largest = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal largest
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in ptrs:
+            largest = max(largest, storage.nbytes())
+        return t
+
+    was = fwd.checkpointed
+    fwd.checkpointed = False
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            torch.nn.functional.cross_entropy(fwd(x), y)
+    finally:
+        fwd.checkpointed = was
+    return largest
+
+
+def _forward_terms(key: ModelKey, model: StepModel, shape: Plan, batch: int) -> tuple[int, ...]:
+    """Byte counts of one forward of ``model`` run as ``shape`` at ``batch``.
+
+    ``(saved, prefix_transient, input, largest, *recompute_peaks)``: what the
+    forward saves for backward (:func:`~profl_strategy.memory.saved_activation_bytes`),
+    the largest no-grad prefix transient, the input chunk, the largest saved
+    activation (:func:`largest_saved_bytes`), and with checkpointing the saved
+    bytes alive while each segment is recomputed.
+    """
+    fwd = PlanForward(model, shape)
+    shape_in = block_shapes(key.spec())[model.step.block] if shape.offload_prefix else None
+    x = torch.randn(batch, *(shape_in or key.input_shape))
+    y = torch.randint(0, key.num_classes, (batch,))
+    saved, transient = saved_activation_bytes(fwd, x, y)
+    largest = largest_saved_bytes(fwd, x, y)
+    peaks = recompute_peak_bytes(fwd, x, y)[1] if shape.checkpoint else []
+    return (saved, transient, _nbytes([x]), largest, *peaks)
+
+
+@lru_cache(maxsize=256)
+def _probe(key: ModelKey, step: Step, shape: Plan) -> tuple[Terms, Terms] | None:
+    """Terms at the first probe batch and their per-sample slope; None if not affine."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = StepModel(key.spec(), step, key.out_depth).train()
+        try:
+            a, b, c = (_forward_terms(key, model, shape, n) for n in _PROBE_BATCHES)
+        except (ValueError, RuntimeError):  # e.g. BatchNorm on one value per channel
+            return None
+    slope = tuple(v1 - v0 for v0, v1 in zip(a, b, strict=True))
+    if any(v2 - v1 != d for v1, v2, d in zip(b, c, slope, strict=True)):
+        return None
+    return a, slope
+
+
+@lru_cache(maxsize=512)
+def forward_terms(key: ModelKey, step: Step, shape: Plan, batch_size: int) -> tuple[int, ...]:
+    """:func:`_forward_terms` at ``batch_size``, from three tiny probe batches.
+
+    Every term is an affine function of the batch size (each saved tensor is
+    per-sample or per-channel, and which tensors are saved does not depend on
+    the batch), so probes at 2, 3 and 4 samples give it exactly, for every
+    batch and micro-batch size at once; when the probes are not collinear (or
+    a probe fails), the terms are measured at ``batch_size`` itself. Only
+    ``shape.checkpoint`` and ``shape.offload_prefix`` matter.
+    """
+    probe = _probe(key, step, shape)
+    if probe is not None:
+        a, slope = probe
+        n = batch_size - _PROBE_BATCHES[0]
+        return tuple(v + d * n for v, d in zip(a, slope, strict=True))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = StepModel(key.spec(), step, key.out_depth).train()
+        return _forward_terms(key, model, shape, batch_size)
+
+
+@lru_cache(maxsize=256)
+def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int]:
+    """Bytes of a step's weights: ``(resident, frozen prefix, trainable,
+    largest one-node gradient set, largest trainable tensor)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = StepModel(key.spec(), step, key.out_depth)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return (
+        _state_bytes(model),
+        _state_bytes(model.frozen_modules()),
+        _nbytes(trainable),
+        _largest_node_grad(model),
+        max((_nbytes([p]) for p in trainable), default=0),
+    )
+
+
+@lru_cache(maxsize=1024)
+def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> MemoryEstimate:
+    """Peak memory of training ``step`` with ``plan`` (cached; it runs small real forwards).
+
+    The terms follow :func:`profl_strategy.memory.estimate_training`, plus
+    backward's gradient temporaries, which that model leaves out and which
+    CUDA measurements show (e.g. +34 MB for ResNet-18's stem at batch 64):
+    ``BACKWARD_TEMPORARIES`` times the largest saved activation, in
+    ``transient_mb``. So the no-change plan is
+    :func:`profl_strategy.memory.estimate_step` plus that term. Then:
+
+    - activations, transients and the input are counted at the micro-batch
+      size (gradients accumulate in place, so parameters, gradients and
+      optimiser state do not change);
+    - with checkpointing, activations are the larger of what the checkpointed
+      forward saves (counted under ``saved_tensors_hooks``) and the largest
+      recomputation phase (:func:`recompute_peak_bytes`);
+    - with an offloaded prefix, the prefix's weights are not resident and the
+      input is a chunk of stored prefix outputs; the peak is the larger of that
+      training phase and the prefix pass (prefix weights, its transient and
+      its input chunk), during which the trainable modules are off the device;
+    - fused updates keep one node's gradients; host momentum keeps one
+      parameter's buffer; ``"sgd"`` keeps none.
+
+    Raises
+    ------
+    ValueError
+        If the plan does not apply to the step (offloading without a frozen prefix).
+    """
+    if not plan.applies_to(step):
+        raise ValueError(f"plan {plan.label()} does not apply to step {step}")
+    mb = plan.micro_batch if 0 < plan.micro_batch < batch_size else batch_size
+    shape = Plan(checkpoint=plan.checkpoint, offload_prefix=plan.offload_prefix)
+    saved, transient, inputs, largest_act, *peaks = forward_terms(key, step, shape, mb)
+    activations = max([saved, *peaks])
+    resident, frozen, train_bytes, node_grad, largest = parameter_terms(key, step)
+    params = resident - frozen * plan.offload_prefix
+    grads = node_grad if plan.fused_step else train_bytes
+    optimizer = {"sgd-momentum": train_bytes, "sgd-momentum-host": largest, "sgd": 0}
+    train = MemoryEstimate(
+        params_mb=params / MB,
+        grads_mb=grads / MB,
+        optimizer_mb=optimizer[plan.optimizer] / MB,
+        activations_mb=activations / MB,
+        transient_mb=(transient + inputs + BACKWARD_TEMPORARIES * largest_act) / MB,
+    )
+    if not plan.offload_prefix:
+        return train
+    _, prefix_transient, image_bytes, _ = forward_terms(key, step, Plan(), mb)
+    prefix_pass = MemoryEstimate(
+        params_mb=frozen / MB,
+        grads_mb=0.0,
+        optimizer_mb=0.0,
+        activations_mb=0.0,
+        transient_mb=(prefix_transient + image_bytes) / MB,
+    )
+    return max(train, prefix_pass, key=lambda e: e.total_mb)
+
+
+def choose_plan(
+    key: ModelKey,
+    step: Step,
+    batch_size: int,
+    budget_mb: float,
+    candidates: list[Plan] | None = None,
+) -> Plan | None:
+    """The first (fastest) applicable candidate whose estimated peak fits the budget.
+
+    ``candidates`` defaults to :func:`candidate_plans` with exact plans only.
+    Returns None when no candidate fits: the node cannot train this step.
+    """
+    for plan in candidates if candidates is not None else candidate_plans(batch_size):
+        if not plan.applies_to(step):
+            continue
+        if estimate_plan(key, step, batch_size, plan).total_mb <= budget_mb:
+            return plan
+    return None
+
+
+def cheapest_plan(
+    key: ModelKey, step: Step, batch_size: int, candidates: list[Plan] | None = None
+) -> tuple[Plan, MemoryEstimate]:
+    """The applicable candidate with the lowest estimated peak (ties: the faster one)."""
+    pool = candidates if candidates is not None else candidate_plans(batch_size)
+    best = min(
+        (p for p in pool if p.applies_to(step)),
+        key=lambda p: estimate_plan(key, step, batch_size, p).total_mb,
+    )
+    return best, estimate_plan(key, step, batch_size, best)
