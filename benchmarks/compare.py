@@ -50,7 +50,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
-VARIANTS = {"profl-plans": ("profl", "plans='exact'")}
+# Variants of a method: (method, extra run config). profl-capped: every step runs to its
+# round cap (effective movement cannot end a step early), so ProFL uses every round.
+VARIANTS = {
+    "profl-plans": ("profl", "plans='exact'"),
+    "profl-capped": ("profl", "em-threshold=0.001"),
+}
 # Handlers a method needs on the ClientApp (message types), to fail before a long run.
 NEEDS = {
     "allsmall": "train.width",
