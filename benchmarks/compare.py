@@ -50,8 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
-# Variants of a method: (method, extra run config). profl-capped: every step runs to its
-# round cap (effective movement cannot end a step early), so ProFL uses every round.
+# profl-capped: effective movement cannot end a step early, so every step runs to its cap.
 VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
     "profl-capped": ("profl", "em-threshold=0.001"),

@@ -37,6 +37,15 @@ def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     }
 
 
+def statistics_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Running mean and variance of every tracking BN layer, by state-dict key."""
+    return {
+        f"{name}.{buf}": getattr(m, buf)
+        for name, m in bn_layers(model).items()
+        for buf in (MEAN, VAR)
+    }
+
+
 def local_statistics(
     model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device
 ) -> dict[str, np.ndarray]:
@@ -54,11 +63,7 @@ def local_statistics(
     with torch.no_grad():
         for x in batches:
             model(x.to(device))
-    return {
-        f"{name}.{buf}": getattr(m, buf).detach().cpu().numpy()
-        for name, m in layers.items()
-        for buf in (MEAN, VAR)
-    }
+    return {k: v.detach().cpu().numpy() for k, v in statistics_of(model).items()}
 
 
 def loader_images(loader: DataLoader) -> Iterable[torch.Tensor]:

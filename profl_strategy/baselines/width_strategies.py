@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from profl_strategy.baselines.protocol import QUERY_BN_STATS, TRAIN_WIDTH, width_record
-from profl_strategy.baselines.static_bn import MEAN, VAR, pool_statistics
+from profl_strategy.baselines.static_bn import pool_statistics, statistics_of
 from profl_strategy.baselines.submodel import Payload, SubModelStrategy, Tier, to_numpy, to_record
 from profl_strategy.baselines.width import (
     DEFAULT_RATIOS,
@@ -33,8 +33,6 @@ from profl_strategy.memory import estimate_forward, estimate_full
 from profl_strategy.models import build_full_model
 from profl_strategy.protocol import step_record
 from profl_strategy.replies import merge_weighted, reply_problem
-
-BN_STATS = (MEAN, VAR)
 
 
 class HeteroFL(SubModelStrategy):
@@ -132,7 +130,7 @@ class HeteroFL(SubModelStrategy):
             return
         need = estimate_forward(self.key, self.batch_size).total_mb
         nodes = [n for n in self._merged if not self.memory_aware or self.budgets[n] >= need]
-        reference = {k: v for k, v in self.model.state_dict().items() if k.endswith(BN_STATS)}
+        reference = statistics_of(self.model)
         cfg = step_record(self.run_config, self.schedule.current, server_round, need)
         cfg["enforce-budget"] = self.memory_aware
         arrays = ArrayRecord(self.model.state_dict())
