@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import log
 from torch.utils.data import DataLoader
 
-from client_app.dataset import load_partition, make_loader
+from client_app.dataset import load_partition, make_loader, subsample_rows
 from client_app.mods import skip_expired
 from client_app.plan_train import train_with_plan
 from client_app.train import train_step
@@ -58,6 +58,10 @@ def local_loader(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.nd
         seed=seed,
         data_dir=str(node.get("data-dir", cfg["data-dir"])),
     )
+    share = float(cfg.get("subsample", 1.0))
+    if share < 1:
+        keep = subsample_rows(len(labels), share, seed=seed, partition_id=pid)
+        images, labels = images[keep], labels[keep]
     round_seed = seed * 100_003 + int(cfg["server-round"]) * 1_009 + pid
     loader = make_loader(
         images,

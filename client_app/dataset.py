@@ -240,6 +240,23 @@ def load_partition(
     return _hf_to_numpy(fds.load_partition(partition_id, "train"), info)
 
 
+def subsample_rows(n: int, share: float, *, seed: int, partition_id: int) -> np.ndarray:
+    """Sorted positions of a seeded ``share`` of a partition's ``n`` rows (at least one).
+
+    Smaller local datasets make a CPU-sized comparison affordable without
+    changing the partitions (every node keeps its label skew). The draw
+    depends on ``(seed, partition_id)`` only, so a node trains on the same
+    rows in every round and in every method.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"data.subsample must lie in (0, 1], got {share}")
+    if share == 1 or n == 0:
+        return np.arange(n)
+    keep = max(1, round(share * n))
+    rng = np.random.default_rng((seed, partition_id))
+    return np.sort(rng.permutation(n)[:keep])
+
+
 def load_test(dataset: str, *, data_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the held-out test split as ``(images, labels)``.
 

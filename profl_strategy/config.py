@@ -32,6 +32,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "data-dir": "data.data_dir",
     "partitioner": "data.partitioner",
     "dirichlet-alpha": "data.alpha",
+    "data-subsample": "data.subsample",
     "num-server-rounds": "num_rounds",
     "seed": "seed",
     "batch-size": "train.batch_size",
@@ -78,6 +79,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     ),
     "data.alpha": (float, lambda v: v > 0, "a number > 0"),
     "data.shards_per_partition": (int, lambda v: v >= 1, "an integer >= 1"),
+    "data.subsample": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "data.data_dir": (
         str,
         lambda v: not v or Path(v).expanduser().is_dir(),

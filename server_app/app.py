@@ -79,6 +79,7 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
             "partitioner": cfg.data.partitioner,
             "alpha": float(cfg.data.alpha),
             "shards": int(cfg.data.shards_per_partition),
+            "subsample": float(cfg.data.subsample),
         },
         train={
             "batch-size": batch,

@@ -79,6 +79,14 @@ def test_node_within_budget_returns_only_trained_keys(data_dir: Path) -> None:
     assert reply.content["metrics"]["num-examples"] == 300  # 60000 / 200 partitions
 
 
+def test_node_trains_on_its_subsample(data_dir: Path) -> None:
+    msg = message(data_dir, TRAIN_STEP)
+    msg.content["config"]["subsample"] = 0.5
+    need = estimate_step(KEY, STEP, 16).total_mb
+    reply = train_handler(msg, context(NODE | {"memory-mb": need * 1.1}))
+    assert reply.content["metrics"]["num-examples"] == 150  # half of the 300 rows
+
+
 def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None:
     msg = message(data_dir, QUERY_BUDGET)
     simulated = budget_handler(msg, context(NODE)).content

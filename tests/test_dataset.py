@@ -102,6 +102,19 @@ def test_load_partition_matches_rows() -> None:
     np.testing.assert_array_equal(labels, full_y[rows])
 
 
+def test_subsample_is_a_seeded_share_of_the_partition() -> None:
+    rows = ds.subsample_rows(1000, 0.4, seed=3, partition_id=5)
+    assert len(rows) == 400 and len(set(rows.tolist())) == 400
+    assert rows.min() >= 0 and rows.max() < 1000 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, ds.subsample_rows(1000, 0.4, seed=3, partition_id=5))
+    other = ds.subsample_rows(1000, 0.4, seed=3, partition_id=6)
+    assert not np.array_equal(rows, other)  # nodes draw independently
+    np.testing.assert_array_equal(ds.subsample_rows(7, 1.0, seed=0, partition_id=0), np.arange(7))
+    assert len(ds.subsample_rows(3, 0.01, seed=0, partition_id=0)) == 1
+    with pytest.raises(ValueError, match="data.subsample"):
+        ds.subsample_rows(10, 0.0, seed=0, partition_id=0)
+
+
 def test_dirichlet_is_label_skewed_and_shards_have_few_labels() -> None:
     _, labels = ds._local_full("fmnist", "train", DATA)
     iid_skew = _label_skew(_rows("iid", seed=0), labels)
