@@ -50,10 +50,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
-# profl-capped: effective movement cannot end a step early, so every step runs to its cap.
+# profl-capped: effective movement cannot end a step early, so every step runs to its cap;
+# profl-denoised: effective movement net of client-sampling noise (profl_strategy/movement.py).
 VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
     "profl-capped": ("profl", "em-threshold=0.001"),
+    "profl-denoised": ("profl", "em-variant='denoised' em-threshold=0.5"),
 }
 # Handlers a method needs on the ClientApp (message types), to fail before a long run.
 NEEDS = {

@@ -1,23 +1,26 @@
-"""Per-client training peak of every method of a comparison run: estimated and CUDA-measured.
+"""Per-client training peak of every method: estimated and CUDA-measured.
 
-A comparison (``benchmarks.compare``) records, for every round, which job each
-selected node was sent: ProFL's step and plan, a width tier (``r=0.25``) or a
-depth tier (``k=2``), with the memory model's estimate. This script collects
-the distinct jobs of every run in a results folder and trains each one, with
-the ClientApp's own training loop, on random batches of the run's batch size on
-CUDA, reading ``torch.cuda.max_memory_allocated()`` after a warm-up batch (so
-momentum buffers and the cuBLAS workspace are counted once, as in training).
+A job is one kind of local training a method sends a node: ProFL's step and
+plan (``s2b1/mb16``), a width tier (``r=0.25``) or a depth tier (``k=2``),
+with the memory model's estimate. Phase one lists the jobs, either those a
+comparison run actually sent (read from each run's ``results.json``) or those
+a preset's strategy would send each node of a simulated population (the
+strategy built as the ServerApp builds it, budgets from the memory profile);
+it needs Flower and Hydra. Phase two trains each job with the ClientApp's own
+training loop on random batches of the run's batch size on CUDA and reads
+``torch.cuda.max_memory_allocated()`` after a warm-up batch (so momentum
+buffers and the cuBLAS workspace are counted once, as in training); it needs
+only torch, so it runs on a GPU machine without Flower.
 
-Two phases, so the measuring one needs only torch (a GPU machine without
-Flower or Hydra):
+    python -m benchmarks.method_memory --results benchmarks/results/cifar10_cpu --jobs-out a.json
+    python -m benchmarks.method_memory --preset paper_cifar10_resnet18 --num-nodes 100 \\
+        --methods profl,fedavg,heterofl --jobs-out b.json
+    python -m benchmarks.method_memory --jobs a.json          # on a GPU
 
-    python -m benchmarks.method_memory benchmarks/results/cifar10_cpu --jobs-out jobs.json
-    python -m benchmarks.method_memory --jobs jobs.json --capability 9.0   # on a GPU
-
-The second prints one Markdown table per job and one per method (worst job);
-"model only" subtracts the cuBLAS workspace PyTorch allocates per thread
-(:func:`profl_strategy.memory.cuda_workspace_mb`), the term the memory model
-leaves to the device (see ``benchmarks/memory_model_check.py``).
+Phase two prints a Markdown table of every job and one of every method's
+worst job; "model only" subtracts the cuBLAS workspace PyTorch allocates per
+thread (:func:`profl_strategy.memory.cuda_workspace_mb`), the term the memory
+model leaves to the device (see ``benchmarks/memory_model_check.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,52 +46,69 @@ from profl_strategy.models import build_full_model
 from profl_strategy.plans import Plan
 from profl_strategy.step_model import Step
 
-# Which heads a depth tier trains, by strategy class (DepthFL.all_heads /
-# InclusiveFL.all_heads); here because depth_strategies needs Flower.
-ALL_HEADS = {"DepthFL": True, "InclusiveFL": False}
 WARMUP_BATCHES = 3
+Found = dict[tuple[str, str], list[float]]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One kind of local training a run sent, and the largest estimate it was sent with."""
+    """One kind of local training, and the largest estimate it was sent with."""
 
     method: str
-    kind: str  # "step" | "width" | "depth"
-    label: str  # s2b1 / plain, r=0.25, k=2
+    kind: str  # "step" | "width" | "depth:1" (a head per block) | "depth:0" (top head only)
+    label: str  # s2b1/plain, r=0.25, k=2
     est_mb: float
-    nodes: int  # node-rounds that trained it
+    count: int  # node-rounds that trained it (a run), or nodes that would (a preset)
+
+
+def _depth_kind(strategy: Any) -> str:
+    """``depth:1`` for a strategy that trains a head per block (DepthFL), else ``depth:0``."""
+    if isinstance(strategy, str):  # a class name from results.json
+        from profl_strategy.baselines import depth_strategies  # needs Flower: phase one
+
+        strategy = getattr(depth_strategies, strategy)
+    return f"depth:{int(strategy.all_heads)}"
+
+
+def _jobs(method: str, found: Found) -> list[Job]:
+    return [Job(method, k, label, max(v), len(v)) for (k, label), v in sorted(found.items())]
+
+
+def _run_entry(
+    method: str, key: ModelKey, batch: int, weight_decay: float, jobs: list[Job]
+) -> dict:
+    return {
+        "method": method,
+        "key": [key.name, key.num_classes, list(key.input_shape), key.width, key.out_depth],
+        "batch": batch,
+        "weight_decay": weight_decay,
+        "jobs": [asdict(j) for j in jobs],
+    }
 
 
 def jobs_of_run(method: str, results: dict) -> list[Job]:
     """The distinct jobs of one run's ``results.json``, from its round records."""
     strategy = str(results["config"]["method"]["strategy"]).rsplit(".", 1)[-1]
-    seen: dict[tuple[str, str], list[float]] = {}
+    found: Found = {}
     for r in results["rounds"]:
         for node in r.get("selected_nodes") or []:
             if "tier" in node:
-                kind = "depth" if node["tier"].startswith("k=") else "width"
+                kind = _depth_kind(strategy) if node["tier"].startswith("k=") else "width"
                 label, est = node["tier"], float(node["need_mb"])
             else:
                 kind = "step"
                 label = f"s{r['stage']}b{r['block']}/{node.get('plan', 'plain')}"
                 est = float(node.get("plan_need_mb", r["need_mb"]))
-            if kind == "depth":
-                kind = f"depth:{int(ALL_HEADS[strategy])}"
-            seen.setdefault((kind, label), []).append(est)
-    return [
-        Job(method, kind, label, max(ests), len(ests))
-        for (kind, label), ests in sorted(seen.items())
-    ]
+            found.setdefault((kind, label), []).append(est)
+    return _jobs(method, found)
 
 
-def collect(results_dir: Path) -> dict:
+def from_results(results_dir: Path) -> dict:
     """Key, batch size and jobs of every run under a comparison's results folder."""
-    from client_app.dataset import get_info  # needs flwr-datasets: phase one only
+    from client_app.dataset import get_info  # needs flwr-datasets: phase one
 
-    runs = json.loads((results_dir / "manifest.json").read_text())["runs"]
     out: dict = {"source": str(results_dir), "runs": []}
-    for run in runs:
+    for run in json.loads((results_dir / "manifest.json").read_text())["runs"]:
         if run["status"] != "ok":
             continue
         res = json.loads(Path(run["results"]).read_text())
@@ -100,16 +121,65 @@ def collect(results_dir: Path) -> dict:
             float(cfg["model"]["width"]),
             int(cfg["method"]["output_depth"]),
         )
+        jobs = jobs_of_run(run["method"], res)
+        train = cfg["train"]
         out["runs"].append(
-            {
-                "method": run["method"],
-                "seed": run["seed"],
-                "key": list(asdict(key).values()),
-                "batch": int(cfg["train"]["batch_size"]),
-                "weight_decay": float(cfg["train"]["weight_decay"]),
-                "jobs": [asdict(j) for j in jobs_of_run(run["method"], res)],
-            }
+            _run_entry(run["method"], key, train["batch_size"], train["weight_decay"], jobs)
         )
+    return out
+
+
+def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
+    """Every job ``strategy`` would send nodes ``0 .. num_nodes-1`` over the whole run."""
+    from profl_strategy.baselines.submodel import SubModelStrategy
+    from profl_strategy.baselines.width_strategies import AllSmall
+
+    nodes = range(num_nodes)
+    found: Found = {}
+    if isinstance(strategy, SubModelStrategy):
+        if isinstance(strategy, AllSmall):
+            strategy.fix_width()
+        kind = "width" if strategy.message_type.endswith("width") else _depth_kind(strategy)
+        for tier in strategy.assignments(nodes).values():
+            found.setdefault((kind, tier.name), []).append(tier.need_mb)
+        return _jobs(method, found)
+    for step in strategy.schedule.steps:
+        for fit in strategy.fits(step, nodes).values():
+            if fit is not None:
+                found.setdefault(("step", f"{step}/{fit[0]}"), []).append(fit[1])
+    return _jobs(method, found)
+
+
+def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) -> dict:
+    """Jobs every method would send a population of ``num_nodes`` simulated nodes."""
+    from flwr.app import ConfigRecord
+    from flwr.common.config import parse_config_args
+    from hydra.utils import instantiate
+
+    from benchmarks.compare import VARIANTS
+    from profl_strategy.budgets import node_budget_mb
+    from profl_strategy.config import compose_config
+    from profl_strategy.memory import estimate_full
+    from server_app.app import build_strategy, model_key
+
+    out: dict = {"source": f"preset {preset}, {num_nodes} nodes", "runs": []}
+    for method in methods:
+        base, own = VARIANTS.get(method, (method, ""))
+        run_config = {"preset": preset, "method": base, **parse_config_args([own] if own else [])}
+        if data_dir:
+            run_config["data-dir"] = data_dir
+        cfg = compose_config(run_config)
+        key, batch = model_key(cfg), int(cfg.train.batch_size)
+        strategy = build_strategy(cfg, key, ConfigRecord())
+        profile = instantiate(cfg.memory, _convert_="all")
+        full = estimate_full(key, batch).total_mb
+        for n in range(num_nodes):
+            node = {"partition-id": n, "num-partitions": num_nodes}
+            strategy.budgets[n] = node_budget_mb(node, profile, full, cfg.seed)[0]
+            strategy.partition_ids[n] = n
+        jobs = planned_jobs(strategy, num_nodes, method)
+        out["runs"].append(_run_entry(method, key, batch, float(cfg.train.weight_decay), jobs))
+        print(f"{method}: {len(jobs)} jobs", flush=True)
     return out
 
 
@@ -162,18 +232,19 @@ def report(spec: dict, workspace_mb: float) -> list[str]:
         f"CUBLAS_WORKSPACE_CONFIG={os.environ.get('CUBLAS_WORKSPACE_CONFIG', '(default)')}; "
         f"cuBLAS workspace term {workspace_mb:.2f} MB",
         "",
-        "| method | job | node-rounds | estimated MB | CUDA MB | CUDA model-only MB |",
+        "| method | job | count | estimated MB | CUDA MB | CUDA model-only MB |",
         "|---|---|---|---|---|---|",
     ]
     worst: dict[str, tuple[float, float, float]] = {}
     for run in spec["runs"]:
-        key = ModelKey(*run["key"][:2], tuple(run["key"][2]), *run["key"][3:])
+        name, classes, shape, width, out_depth = run["key"]
+        key = ModelKey(name, classes, tuple(shape), width, out_depth)
         for raw in run["jobs"]:
             job = Job(**raw)
             cuda = measure(key, job, run["batch"], run["weight_decay"])
             model_only = cuda - workspace_mb
             lines.append(
-                f"| {job.method} | {job.kind.split(':')[0]} {job.label} | {job.nodes} "
+                f"| {job.method} | {job.kind.split(':')[0]} {job.label} | {job.count} "
                 f"| {job.est_mb:.2f} | {cuda:.2f} | {model_only:.2f} |"
             )
             prev = worst.get(job.method, (0.0, 0.0, 0.0))
@@ -201,23 +272,34 @@ def report(spec: dict, workspace_mb: float) -> list[str]:
 
 
 def main() -> None:
-    """Write the jobs of a results folder, or measure a jobs file on CUDA."""
+    """Phase one (``--jobs-out``) or phase two (``--jobs``)."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("results", nargs="?", type=Path, help="a benchmarks.compare results folder")
-    ap.add_argument("--jobs-out", type=Path, help="write the jobs of RESULTS here (phase one)")
-    ap.add_argument("--jobs", type=Path, help="measure the jobs in this file on CUDA")
+    ap.add_argument("--results", type=Path, help="a benchmarks.compare results folder")
+    ap.add_argument("--preset", help="conf/experiment/<preset>.yaml (planned jobs)")
+    ap.add_argument("--num-nodes", type=int, default=100, help="population for --preset")
+    ap.add_argument(
+        "--methods",
+        default="profl,profl-plans,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl",
+        help="for --preset",
+    )
+    ap.add_argument("--data-dir", default="", help="for --preset, if it needs local data")
+    ap.add_argument("--jobs-out", type=Path, help="write the jobs here (phase one)")
+    ap.add_argument("--jobs", type=Path, help="measure the jobs of this file on CUDA")
     ap.add_argument("--capability", default="", help="e.g. 9.0 (default: this GPU's)")
     args = ap.parse_args()
     if args.jobs_out:
-        if args.results is None:
-            ap.error("--jobs-out needs a results folder")
-        spec = collect(args.results)
+        if args.results:
+            spec = from_results(args.results)
+        elif args.preset:
+            spec = from_preset(args.preset, args.num_nodes, args.methods.split(","), args.data_dir)
+        else:
+            ap.error("--jobs-out needs --results or --preset")
         args.jobs_out.write_text(json.dumps(spec, indent=1))
         n = sum(len(r["jobs"]) for r in spec["runs"])
-        print(f"{n} jobs of {len(spec['runs'])} runs -> {args.jobs_out}")
+        print(f"{n} jobs of {len(spec['runs'])} methods -> {args.jobs_out}")
         return
     if not args.jobs:
-        ap.error("give RESULTS with --jobs-out, or --jobs")
+        ap.error("give --jobs-out with --results or --preset, or --jobs")
     if not torch.cuda.is_available():
         raise SystemExit("--jobs measures on CUDA; no CUDA device is visible here")
     if args.capability:

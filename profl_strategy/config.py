@@ -18,6 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from profl_strategy.movement import VARIANTS
 from profl_strategy.plan_picker import PLAN_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -45,6 +46,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "em-window": "method.em.window",
     "em-threshold": "method.em.threshold",
     "em-patience": "method.em.patience",
+    "em-variant": "method.em.variant",
     "min-rounds-per-step": "method.min_rounds_per_step",
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
@@ -93,7 +95,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
     "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.em.variant": (str, lambda v: v in ("vector", "scalar"), "vector or scalar"),
+    "method.em.variant": (str, lambda v: v in VARIANTS, "vector, scalar or denoised"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),

@@ -6,6 +6,13 @@ is as long as the path (EM near 1); if they oscillate around a point, the net
 displacement is short compared with the path (EM near 0) and the block has
 converged. The server computes it from the global model alone, so clients do
 no extra work.
+
+With a few non-IID nodes per round, the round-to-round step of a block is
+dominated by *which* nodes were drawn, so a block that still learns can look
+like a random walk. The ``denoised`` variant removes that part: each round the
+server also has the nodes' individual updates, whose spread estimates the
+client-sampling variance of the aggregate step (:func:`sampling_noise`), and
+EM becomes the share of the net displacement that this noise does not explain.
 """
 
 from __future__ import annotations
@@ -15,18 +22,54 @@ from collections.abc import Sequence
 
 import torch
 
-VARIANTS = ("vector", "scalar")
+VARIANTS = ("vector", "scalar", "denoised")
 
 
-def effective_movement(snapshots: Sequence[torch.Tensor], variant: str = "vector") -> float:
+def sampling_noise(updates: Sequence[torch.Tensor], weights: Sequence[float]) -> float:
+    """Estimated variance (squared norm) of the weighted mean of ``updates``.
+
+    The nodes of a round are a sample; their weighted mean (FedAvg) differs
+    from the population's by about ``n/(n-1) * sum p_k^2 ||u_k - mean||^2``,
+    ``p_k = weights_k / sum weights``. With one update there is no spread to
+    see: 0 (no noise assumed, so the block is not frozen on noise it cannot
+    measure). Passing the nodes' new weights instead of their updates gives
+    the same value: the previous global parameters cancel.
+    """
+    if len(updates) != len(weights):
+        raise ValueError(f"{len(updates)} updates but {len(weights)} weights")
+    n = len(updates)
+    total = float(sum(weights))
+    if n < 2 or total <= 0:
+        return 0.0
+    u = torch.stack([v.detach().double().flatten() for v in updates])
+    p = torch.tensor([float(w) / total for w in weights], dtype=torch.float64)
+    mean = (p[:, None] * u).sum(0)
+    spread = (p**2 * ((u - mean) ** 2).sum(1)).sum()
+    return float(spread) * n / (n - 1)
+
+
+def effective_movement(
+    snapshots: Sequence[torch.Tensor],
+    variant: str = "vector",
+    noise: Sequence[float] = (),
+) -> float:
     """EM over consecutive snapshots ``w_0 .. w_K`` of a block's parameters.
 
     ``vector``: ``||w_K - w_0|| / sum ||w_i - w_(i-1)||``.
     ``scalar``: the same on ``s_i = ||w_i||``, one number per round.
+    ``denoised``: ``sqrt(max(0, 1 - sum noise_i / ||w_K - w_0||^2))`` with
+    ``noise_i`` the sampling variance of round ``i``'s step: 0 when the net
+    displacement is what client sampling alone would give, near 1 when the
+    block drifts far beyond it.
     Returns 0 when the block did not move at all.
     """
     if len(snapshots) < 2:
         raise ValueError("effective movement needs at least two snapshots")
+    if variant == "denoised":
+        net_sq = float((snapshots[-1].double() - snapshots[0].double()).pow(2).sum())
+        if net_sq == 0.0:
+            return 0.0
+        return max(0.0, 1.0 - float(sum(noise)) / net_sq) ** 0.5
     if variant == "scalar":
         s = torch.stack([w.double().norm() for w in snapshots])
         path = (s[1:] - s[:-1]).abs().sum()
@@ -57,30 +100,34 @@ class ConvergenceDetector:
         self.window, self.threshold = window, threshold
         self.patience, self.variant = patience, variant
         self.snapshots: deque[torch.Tensor] = deque(maxlen=window + 1)
+        self.noise: deque[float] = deque(maxlen=window)
         self.below = 0
 
     def reset(self, start: torch.Tensor) -> None:
         """Start watching a new block from its current parameters."""
         self.snapshots.clear()
         self.snapshots.append(start.detach().flatten().clone())
+        self.noise.clear()
         self.below = 0
 
-    def update(self, params: torch.Tensor) -> float | None:
-        """Record one round's parameters; EM once the window is full, else None."""
+    def update(self, params: torch.Tensor, noise: float = 0.0) -> float | None:
+        """Record one round's parameters (and its sampling noise); EM once the window is full."""
         self.snapshots.append(params.detach().flatten().clone())
+        self.noise.append(float(noise))
         if len(self.snapshots) <= self.window:
             return None
-        em = effective_movement(list(self.snapshots), self.variant)
+        em = effective_movement(list(self.snapshots), self.variant, list(self.noise))
         self.below = self.below + 1 if em < self.threshold else 0
         return em
 
     def state_dict(self) -> dict:
         """Window and counter, for checkpoints."""
-        return {"snapshots": list(self.snapshots), "below": self.below}
+        return {"snapshots": list(self.snapshots), "noise": list(self.noise), "below": self.below}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue watching from a checkpoint."""
         self.snapshots = deque(state["snapshots"], maxlen=self.window + 1)
+        self.noise = deque(state.get("noise", ()), maxlen=self.window)
         self.below = int(state["below"])
 
     @property

@@ -26,7 +26,7 @@ from torch import nn
 from profl_strategy.condense import condense_into_output_module
 from profl_strategy.feasibility import check_feasible
 from profl_strategy.memory import ModelKey
-from profl_strategy.movement import ConvergenceDetector
+from profl_strategy.movement import ConvergenceDetector, sampling_noise
 from profl_strategy.plan_picker import PLAIN, PlanPicker
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
 from profl_strategy.replies import REFUSED, merge_weighted, reply_problem, weighted_mean
@@ -114,6 +114,7 @@ class ProFL(FedAvg):
         self.server_round = 0
         self._dst: dict[str, int] = {}  # message id -> node id, for SuperLink errors
         self._step_started: Step | None = None
+        self._round_noise = 0.0  # sampling variance of the last merged step (denoised EM)
         self._sent_keys: list[str] = []
         self._last: dict[str, Any] = {}
 
@@ -179,6 +180,15 @@ class ProFL(FedAvg):
         """Budgets in MB, smallest first, for the log."""
         return ", ".join(f"{b:.0f}" for b in sorted(self.budgets.values()))
 
+    def fits(self, step: Step, nodes: Iterable[int]) -> dict[int, tuple[str, float] | None]:
+        """Per node with a known budget: ``(plan, estimated peak MB)`` for ``step``, or None."""
+        need = self.need_mb(step)
+        return {
+            n: self.plans.fit(step, self.budgets[n]) if self.memory_aware else (PLAIN, need)
+            for n in nodes
+            if n in self.budgets
+        }
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -190,11 +200,7 @@ class ProFL(FedAvg):
         step = self.schedule.current
         need = self.need_mb(step)
         online = set(grid.get_node_ids())
-        fits = {
-            n: self.plans.fit(step, b) if self.memory_aware else (PLAIN, need)
-            for n, b in self.budgets.items()
-            if n in online
-        }
+        fits = self.fits(step, online)
         eligible = sorted((n for n, fit in fits.items() if fit), key=self._order)
         k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
         selected = sorted(self.rng.sample(eligible, k), key=self._order)
@@ -325,7 +331,21 @@ class ProFL(FedAvg):
     def merge(self, good: list[tuple[int, RecordDict]]) -> None:
         """Weighted FedAvg of the active step's arrays; the model stays whole."""
         contents = [c for _, c in good]
+        self._round_noise = self.block_noise(contents)
         self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()), strict=False)
+
+    def block_noise(self, contents: list[RecordDict]) -> float:
+        """Client-sampling variance of this round's step of the active block (denoised EM)."""
+        if self.detector.variant != "denoised":
+            return 0.0
+        t = self.schedule.current.block
+        names = [f"blocks.{t}.{n}" for n, _ in self.model.blocks[t].named_parameters()]
+        updates = [
+            torch.cat([torch.from_numpy(c["arrays"][k].numpy()).flatten() for k in names])
+            for c in contents
+        ]
+        weights = [float(c["metrics"]["num-examples"]) for c in contents]
+        return sampling_noise(updates, weights)
 
     # ---- the progressive loop ---------------------------------------------------
     def after_merge(self, grid: Grid, server_round: int, timeout: float) -> None:
@@ -379,6 +399,7 @@ class ProFL(FedAvg):
         else:
             replies = list(grid.send_and_receive(msgs, timeout=timeout))
             self._dst = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}
+            self._round_noise = 0.0
             agg, _ = self.aggregate_train(server_round, replies)
             if agg is None:
                 log(
@@ -392,7 +413,7 @@ class ProFL(FedAvg):
                 )
             else:
                 self.after_merge(grid, server_round, timeout)
-                em = self.detector.update(self.block_params(step.block))
+                em = self.detector.update(self.block_params(step.block), self._round_noise)
                 transition = self.schedule.record_round(self.detector.converged)
         record = {
             "round": server_round,
@@ -401,6 +422,8 @@ class ProFL(FedAvg):
             "em": em,
             **self._last,
         }
+        if self.detector.variant == "denoised":
+            record["sampling_noise"] = self._round_noise
         if transition:
             record["transition"] = {
                 "reason": transition.reason,

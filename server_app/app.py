@@ -6,11 +6,11 @@ import time
 from logging import INFO
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from client_app.dataset import get_info
 from profl_strategy import checkpoint
@@ -20,6 +20,7 @@ from profl_strategy.memory import ModelKey, estimate_full, estimate_step
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import run_record
 from profl_strategy.schedule import ProgressiveSchedule
+from profl_strategy.strategy import ProFL
 from server_app.evaluate import TestSetEvaluator
 from server_app.results import RunRecorder
 
@@ -32,18 +33,52 @@ def main(grid: Grid, context: Context) -> None:
     run_profl(grid, dict(context.run_config))
 
 
-def run_profl(grid: Grid, run_config: dict) -> dict:
-    """The whole run on any Grid; returns the summary written to results.json."""
-    cfg = compose_config(run_config)
-    data_dir = str(Path(cfg.data.data_dir).expanduser().resolve()) if cfg.data.data_dir else ""
+def model_key(cfg: DictConfig) -> ModelKey:
+    """The model's shape key from a composed configuration."""
     info = get_info(cfg.dataset.name)
-    key = ModelKey(
+    return ModelKey(
         cfg.model.name,
         info.num_classes,
         info.input_shape,
         float(cfg.model.width),
         int(cfg.method.output_depth),
     )
+
+
+def build_strategy(cfg: DictConfig, key: ModelKey, record: ConfigRecord) -> ProFL:
+    """The method's Strategy (``method.strategy``) with its schedule and EM detector."""
+    m = cfg.method
+    schedule = ProgressiveSchedule(
+        key.spec().num_blocks,
+        m.min_rounds_per_step,
+        m.max_rounds_stage1,
+        m.max_rounds_stage2,
+        shrink=m.shrink,
+        full_model_rounds=cfg.num_rounds if m.full_model else 0,
+    )
+    detector = ConvergenceDetector(m.em.window, m.em.threshold, m.em.patience, m.em.variant)
+    strategy_cls = get_class(m.strategy)
+    return strategy_cls(
+        model_key=key,
+        schedule=schedule,
+        detector=detector,
+        run_config=record,
+        batch_size=int(cfg.train.batch_size),
+        fraction_train=float(cfg.train.fraction),
+        min_train_nodes=int(cfg.train.min_nodes),
+        seed=cfg.seed,
+        eval_every=int(cfg.eval.every),
+        memory_aware=bool(m.memory_aware),
+        min_replies=int(cfg.train.min_replies),
+        method_config=OmegaConf.to_container(m, resolve=True),
+    )
+
+
+def run_profl(grid: Grid, run_config: dict) -> dict:
+    """The whole run on any Grid; returns the summary written to results.json."""
+    cfg = compose_config(run_config)
+    data_dir = str(Path(cfg.data.data_dir).expanduser().resolve()) if cfg.data.data_dir else ""
+    key = model_key(cfg)
     batch = int(cfg.train.batch_size)
     full = estimate_full(key, batch)
     # The test split is loaded before training, so a bad data-dir or no network stops here.
@@ -56,18 +91,7 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
             f"'data-dir' = {data_dir!r} does not hold dataset '{cfg.dataset.name}': {err}"
         ) from err
     m = cfg.method
-    schedule = ProgressiveSchedule(
-        key.spec().num_blocks,
-        m.min_rounds_per_step,
-        m.max_rounds_stage1,
-        m.max_rounds_stage2,
-        shrink=m.shrink,
-        full_model_rounds=cfg.num_rounds if m.full_model else 0,
-    )
-    detector = ConvergenceDetector(m.em.window, m.em.threshold, m.em.patience, m.em.variant)
     profile = instantiate(cfg.memory, _convert_="all")
-    steps_mb = {str(s): round(estimate_step(key, s, batch).total_mb, 2) for s in schedule.steps}
-    log(INFO, "estimated peak MB, full-model training %.2f; per step %s", full.total_mb, steps_mb)
     record = run_record(
         model=key,
         profile=profile,
@@ -90,6 +114,11 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
             "proximal-mu": float(m.proximal_mu),
         },
     )
+    strategy = build_strategy(cfg, key, record)
+    steps_mb = {
+        str(s): round(estimate_step(key, s, batch).total_mb, 2) for s in strategy.schedule.steps
+    }
+    log(INFO, "estimated peak MB, full-model training %.2f; per step %s", full.total_mb, steps_mb)
     config = OmegaConf.to_container(cfg, resolve=True)
     config_hash = fingerprint(config)
     resumed = checkpoint.load(Path(cfg.resume).expanduser(), config_hash) if cfg.resume else None
@@ -101,21 +130,6 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
         name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{stamp}"
         run_dir = Path(cfg.output.dir).expanduser().resolve() / name
     recorder = RunRecorder(run_dir, config)
-    strategy_cls = get_class(m.strategy)
-    strategy = strategy_cls(
-        model_key=key,
-        schedule=schedule,
-        detector=detector,
-        run_config=record,
-        batch_size=batch,
-        fraction_train=float(cfg.train.fraction),
-        min_train_nodes=int(cfg.train.min_nodes),
-        seed=cfg.seed,
-        eval_every=int(cfg.eval.every),
-        memory_aware=bool(m.memory_aware),
-        min_replies=int(cfg.train.min_replies),
-        method_config=OmegaConf.to_container(m, resolve=True),
-    )
     if resumed is not None:
         strategy.load_state_dict(resumed)
         recorder.data["rounds"] = list(strategy.history)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.method_memory import Job, _model_and_loss, jobs_of_run
+from benchmarks.method_memory import Job, _model_and_loss, from_preset, jobs_of_run
 from client_app.train import train_step
 from profl_strategy.memory import ModelKey
 
@@ -35,7 +35,7 @@ def test_jobs_are_distinct_with_their_largest_estimate() -> None:
         {"stage": 2, "block": 2, "need_mb": 4.0, "selected_nodes": [{}]},  # plans off
     ]
     jobs = jobs_of_run("profl", _results("ProFL", rounds))
-    assert [(j.label, j.est_mb, j.nodes) for j in jobs] == [
+    assert [(j.label, j.est_mb, j.count) for j in jobs] == [
         ("s2b1/mb16", 5.0, 1),
         ("s2b1/plain", 9.5, 2),
         ("s2b2/plain", 4.0, 1),
@@ -80,3 +80,17 @@ def test_each_job_builds_the_clients_model_and_trains() -> None:
         assert seen == 4 and loss > 0 and plan is None
     _, _, plan = _model_and_loss(KEY, Job("m", "step", "s2b1/mb16+ckpt", 1.0, 1))
     assert plan is not None and plan.micro_batch == 16
+
+
+def test_planned_jobs_follow_each_strategys_own_choice() -> None:
+    spec = from_preset("laptop", 20, ["profl", "fedavg", "exclusive", "heterofl", "depthfl"], "")
+    runs = {r["method"]: [Job(**j) for j in r["jobs"]] for r in spec["runs"]}
+    (full,) = runs["fedavg"]  # the whole model on every node, budgets ignored
+    assert full.kind == "step" and full.count == 20
+    (excl,) = runs["exclusive"]  # the same job, only where it fits: one node in 20 (laptop)
+    assert excl.label == full.label and 1 <= excl.count < 20
+    profl = runs["profl"]
+    assert {j.label.split("/")[0] for j in profl} == {f"s{s}b{b}" for s in (1, 2) for b in range(4)}
+    assert max(j.est_mb for j in profl) < full.est_mb
+    assert sum(j.count for j in runs["heterofl"]) == 20  # every node holds some width tier
+    assert {j.kind for j in runs["depthfl"]} == {"depth:1"}

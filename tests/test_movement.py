@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from profl_strategy.movement import ConvergenceDetector, effective_movement
+from profl_strategy.movement import ConvergenceDetector, effective_movement, sampling_noise
 
 
 def line(n: int) -> list[torch.Tensor]:
@@ -67,3 +67,60 @@ def test_bad_parameters_are_rejected(kwargs: dict) -> None:
     args = {"window": 3, "threshold": 0.3, "patience": 2} | kwargs
     with pytest.raises(ValueError):
         ConvergenceDetector(**args)
+
+
+def sampled_rounds(drift: float, rounds: int, seed: int = 0) -> tuple[list, list]:
+    """A block trained by 4 sampled nodes a round: global snapshots and sampling noise.
+
+    Each node's update is the common drift plus a node-specific pull (non-IID
+    data, heavy: std 1 per coordinate against a drift of ``drift``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    d, n = 2000, 4
+    w = torch.zeros(d, dtype=torch.float64)
+    snaps, noise = [w.clone()], []
+    direction = torch.ones(d, dtype=torch.float64) / d**0.5
+    for _ in range(rounds):
+        updates = [
+            w + drift * direction * d**0.5 + torch.randn(d, generator=g, dtype=torch.float64)
+            for _ in range(n)
+        ]
+        noise.append(sampling_noise(updates, [1.0] * n))
+        w = torch.stack(updates).mean(0)
+        snaps.append(w.clone())
+    return snaps, noise
+
+
+def test_sampling_noise_estimates_the_variance_of_the_mean() -> None:
+    g = torch.Generator().manual_seed(1)
+    d, n, sigma = 20_000, 4, 0.5
+    updates = [3.0 + sigma * torch.randn(d, generator=g) for _ in range(n)]
+    assert sampling_noise(updates, [1.0] * n) == pytest.approx(d * sigma**2 / n, rel=0.05)
+    assert sampling_noise(updates[:1], [1.0]) == 0.0  # one node: nothing to see
+    # weights: a node with all the weight leaves no sampling noise... of the others
+    assert sampling_noise(updates, [1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="weights"):
+        sampling_noise(updates, [1.0])
+
+
+def test_denoised_em_tells_drift_under_sampling_noise_from_convergence() -> None:
+    # Per round, the drift is half the sampling noise of the mean step.
+    learning, learning_noise = sampled_rounds(drift=0.25, rounds=4)
+    converged, converged_noise = sampled_rounds(drift=0.0, rounds=4)
+    # Plain EM barely tells them apart: 0.63 against a random walk's ~1/sqrt(4).
+    plain = effective_movement(learning), effective_movement(converged)
+    assert plain[0] - plain[1] < 0.2
+    assert effective_movement(learning, "denoised", learning_noise) > 0.65
+    assert effective_movement(converged, "denoised", converged_noise) < 0.3
+
+
+def test_detector_feeds_noise_and_checkpoints_it() -> None:
+    snaps, noise = sampled_rounds(drift=0.0, rounds=6)
+    det = ConvergenceDetector(window=4, threshold=0.5, patience=2, variant="denoised")
+    det.reset(snaps[0])
+    ems = [det.update(w, s) for w, s in zip(snaps[1:], noise, strict=True)]
+    assert ems[:3] == [None] * 3 and all(e is not None and e < 0.5 for e in ems[3:])
+    assert det.converged
+    copy = ConvergenceDetector(window=4, threshold=0.5, patience=2, variant="denoised")
+    copy.load_state_dict(det.state_dict())
+    assert list(copy.noise) == list(det.noise) and len(copy.noise) == 4

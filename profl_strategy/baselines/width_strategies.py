@@ -235,11 +235,15 @@ class AllSmall(SubModelStrategy):
         """After the first budgets arrive, fix the width and build the model at it."""
         super().discover_budgets(grid, server_round, timeout)
         if self.ratio is None and self.budgets:
-            self.ratio = self.choose_ratio()
-            self._ladder = None
-            self.model = self.build_model()
-            self.detector.reset(self.block_params(self.key.spec().num_blocks - 1))
-            log(INFO, "AllSmall: width ratio %g (model width %g)", self.ratio, self.width)
+            self.fix_width()
+
+    def fix_width(self) -> None:
+        """Fix the width for the run from the budgets known now, and build the model at it."""
+        self.ratio = self.choose_ratio()
+        self._ladder = None
+        self.model = self.build_model()
+        self.detector.reset(self.block_params(self.key.spec().num_blocks - 1))
+        log(INFO, "AllSmall: width ratio %g (model width %g)", self.ratio, self.width)
 
     @property
     def width(self) -> float:
