@@ -45,6 +45,7 @@ def test_report_and_readme_section(tmp_path: Path) -> None:
     assert [e["method"] for e in table] == ["profl", "fedavg"]
     assert table[0]["peak_mb_est"] == 5.0  # the plan's need, not the step's plain need
     assert table[1]["best_accuracy"] == 0.7
+    assert table[1]["tail_accuracy"] == 0.7  # evaluations after 75% of 3 rounds: round 3
     for name in ("table.md", "table.csv", "runs.csv", "accuracy.png", "memory.png"):
         assert (out / name).stat().st_size > 0
     readme = tmp_path / "README.md"
