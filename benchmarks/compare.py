@@ -277,6 +277,8 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
     # points; the mean over the last quarter of the run is the steadier figure.
     last = summary.get("rounds", len(rounds))
     tail = [r["accuracy"] for r in rounds if "accuracy" in r and r["round"] > 0.75 * last]
+    # CUDA clients report max_memory_allocated per train call; 0 elsewhere
+    cuda_peak = max((r.get("peak_mb_measured") or 0.0 for r in rounds), default=0.0)
     return {
         "final_accuracy": final,
         "tail_accuracy": _mean(tail) if tail else final,
@@ -286,6 +288,7 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
         # median: robust to a round slowed by other work on the machine
         "s_per_round": statistics.median([r["round_s"] for r in rounds if "round_s" in r] or [nan]),
         "peak_mb_est": max(needs) if needs else float("nan"),
+        "peak_mb_cuda": cuda_peak if cuda_peak > 0 else float("nan"),
         "full_model_mb_est": summary.get("full_model_peak_mb_est", float("nan")),
         "smallest_budget_mb": min(budgets) if budgets else float("nan"),
         "eligible_share": _mean(share),
@@ -304,6 +307,7 @@ COLUMNS = [  # key, header, format
     ("wall_s", "wall s", ".0f"),
     ("s_per_round", "median s/round", ".1f"),
     ("peak_mb_est", "worst client peak MB (est.)", ".2f"),
+    ("peak_mb_cuda", "worst client peak MB (CUDA)", ".2f"),
     ("full_model_mb_est", "full-model MB (est.)", ".2f"),
     ("eligible_share", "eligible share", ".3f"),
     ("trained_share", "nodes trained", ".3f"),
@@ -356,7 +360,10 @@ def write_tables(out: Path, rows: list[dict[str, Any]], table: list[dict[str, An
     note = (
         "\nmean acc, last 25% of rounds: mean test accuracy of the evaluations in the last "
         "quarter of the rounds; worst client peak: the largest estimated training peak any "
-        "selected node was asked for (ProFL's memory model); eligible share: mean over rounds "
+        "selected node was asked for (ProFL's memory model); (CUDA): the largest "
+        "torch.cuda.max_memory_allocated() a node reported ('-' without CUDA clients; "
+        "benchmarks/method_memory.py measures every method's jobs on a GPU without Flower); "
+        "eligible share: mean over rounds "
         "of eligible/online nodes; nodes trained: share of nodes selected at least once; "
         "wall s: the ServerApp's run time (results.json).\n"
     )
