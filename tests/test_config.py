@@ -2,7 +2,8 @@
 
 import pytest
 
-from profl_strategy.config import ConfigError, compose_config
+from profl_strategy.config import CONF_DIR, ConfigError, compose_config
+from server_app.app import model_key
 
 
 def test_default_preset_composes() -> None:
@@ -52,3 +53,21 @@ def test_typed_keys_override_the_preset() -> None:
 def test_bad_values_name_the_key(run_config: dict, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace("(", r"\(")):
         compose_config(run_config)
+
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes(preset: str) -> None:
+    cfg = compose_config({"preset": preset})
+    assert cfg.num_rounds >= 1 and 0 < cfg.data.subsample <= 1
+
+
+@pytest.mark.parametrize("preset", ["cifar10_cpu", "cifar10_cpu_long", "fmnist_cpu"])
+def test_comparison_presets_fit_profls_schedule_in_their_rounds(preset: str) -> None:
+    # The comparison gives every method the same rounds: ProFL's capped steps must fit them.
+    cfg = compose_config({"preset": preset})
+    m = cfg.method
+    blocks = model_key(cfg).spec().num_blocks
+    assert blocks * (m.max_rounds_stage1 + m.max_rounds_stage2) <= cfg.num_rounds
