@@ -34,14 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.plans import ResetPeakAfterFirst, host_batches, new_step_model
+from benchmarks.plans import ResetPeakAfterFirst, host_batches, new_step_model, steady_peak_mb
 from client_app.plan_train import train_with_plan
 from client_app.train import train_step
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.baselines.width import sub_key
-from profl_strategy.memory import MB, ModelKey, cuda_workspace_mb
+from profl_strategy.memory import ModelKey, cuda_workspace_mb
 from profl_strategy.models import build_full_model
 from profl_strategy.plans import Plan
 from profl_strategy.step_model import Step
@@ -61,13 +62,9 @@ class Job:
     count: int  # node-rounds that trained it (a run), or nodes that would (a preset)
 
 
-def _depth_kind(strategy: Any) -> str:
-    """``depth:1`` for a strategy that trains a head per block (DepthFL), else ``depth:0``."""
-    if isinstance(strategy, str):  # a class name from results.json
-        from profl_strategy.baselines import depth_strategies  # needs Flower: phase one
-
-        strategy = getattr(depth_strategies, strategy)
-    return f"depth:{int(strategy.all_heads)}"
+def _depth_kind(all_heads: bool) -> str:
+    """``depth:1`` where a depth tier trains a head per block (DepthFL), else ``depth:0``."""
+    return f"depth:{int(all_heads)}"
 
 
 def _jobs(method: str, found: Found) -> list[Job]:
@@ -88,12 +85,16 @@ def _run_entry(
 
 def jobs_of_run(method: str, results: dict) -> list[Job]:
     """The distinct jobs of one run's ``results.json``, from its round records."""
-    strategy = str(results["config"]["method"]["strategy"]).rsplit(".", 1)[-1]
+    from profl_strategy.baselines import depth_strategies  # needs Flower: phase one
+
+    name = str(results["config"]["method"]["strategy"]).rsplit(".", 1)[-1]
     found: Found = {}
     for r in results["rounds"]:
         for node in r.get("selected_nodes") or []:
             if "tier" in node:
-                kind = _depth_kind(strategy) if node["tier"].startswith("k=") else "width"
+                kind = "width"
+                if node["tier"].startswith("k="):  # a depth tier of DepthFL / InclusiveFL
+                    kind = _depth_kind(getattr(depth_strategies, name).all_heads)
                 label, est = node["tier"], float(node["need_mb"])
             else:
                 kind = "step"
@@ -131,6 +132,7 @@ def from_results(results_dir: Path) -> dict:
 
 def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
     """Every job ``strategy`` would send nodes ``0 .. num_nodes-1`` over the whole run."""
+    from profl_strategy.baselines.protocol import TRAIN_WIDTH
     from profl_strategy.baselines.submodel import SubModelStrategy
     from profl_strategy.baselines.width_strategies import AllSmall
 
@@ -139,7 +141,7 @@ def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
     if isinstance(strategy, SubModelStrategy):
         if isinstance(strategy, AllSmall):
             strategy.fix_width()
-        kind = "width" if strategy.message_type.endswith("width") else _depth_kind(strategy)
+        kind = "width" if strategy.message_type == TRAIN_WIDTH else _depth_kind(strategy.all_heads)
         for tier in strategy.assignments(nodes).values():
             found.setdefault((kind, tier.name), []).append(tier.need_mb)
         return _jobs(method, found)
@@ -183,16 +185,16 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
     return out
 
 
-def _model_and_loss(key: ModelKey, job: Job) -> tuple[nn.Module, Callable | None, Plan | None]:
+def _model_and_loss(key: ModelKey, job: Job) -> tuple[nn.Module, Callable, Plan | None]:
     """What the ClientApp builds for ``job`` (train.step / train.width / train.depth)."""
     if job.kind == "step":
         step_label, plan_label = job.label.split("/")
         stage, block = (int(v) for v in step_label[1:].split("b"))
         plan = None if plan_label == "plain" else Plan.from_label(plan_label)
-        return new_step_model(key, Step(stage, block)), None, plan
+        return new_step_model(key, Step(stage, block)), F.cross_entropy, plan
     if job.kind == "width":
         torch.manual_seed(0)
-        return build_full_model(sub_key(key, float(job.label[2:])).spec()), None, None
+        return build_full_model(sub_key(key, float(job.label[2:])).spec()), F.cross_entropy, None
     depth = int(job.label[2:])
     heads = heads_for(depth, job.kind.endswith(":1"))
     torch.manual_seed(0)
@@ -203,7 +205,6 @@ def _model_and_loss(key: ModelKey, job: Job) -> tuple[nn.Module, Callable | None
 def measure(key: ModelKey, job: Job, batch: int, weight_decay: float) -> float:
     """Steady-state CUDA peak MB of ``job``, trained as the ClientApp trains it."""
     model, loss_fn, plan = _model_and_loss(key, job)
-    batches = ResetPeakAfterFirst(host_batches(key, batch, WARMUP_BATCHES))
     hyper = {
         "epochs": 1,
         "lr": 0.01,
@@ -212,17 +213,14 @@ def measure(key: ModelKey, job: Job, batch: int, weight_decay: float) -> float:
         "proximal_mu": 0.0,
         "device": torch.device("cuda"),
     }
-    if plan is not None and plan != Plan():
-        train_with_plan(model, batches, plan, **hyper)  # type: ignore[arg-type]
-    elif loss_fn is not None:
-        train_step(model, batches, loss_fn=loss_fn, **hyper)  # type: ignore[arg-type]
-    else:
-        train_step(model, batches, **hyper)  # type: ignore[arg-type]
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / MB
-    del model
-    torch.cuda.empty_cache()
-    return peak
+
+    def train(batches: ResetPeakAfterFirst) -> None:
+        if plan is not None:
+            train_with_plan(model, batches, plan, **hyper)  # type: ignore[arg-type]
+        else:
+            train_step(model, batches, loss_fn=loss_fn, **hyper)  # type: ignore[arg-type]
+
+    return steady_peak_mb(train, host_batches(key, batch, WARMUP_BATCHES))
 
 
 def report(spec: dict, workspace_mb: float) -> list[str]:

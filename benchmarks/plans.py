@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -95,15 +95,21 @@ def run_plan(model: StepModel, loader: object, plan: Plan, device: torch.device)
     )
 
 
+def steady_peak_mb(train: Callable[[ResetPeakAfterFirst], object], batches: Batches) -> float:
+    """Peak MB allocated on CUDA by ``train`` over ``batches``, after the first batch."""
+    train(ResetPeakAfterFirst(batches))
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / MB
+    torch.cuda.empty_cache()
+    return peak
+
+
 def measure_plan_cuda(key: ModelKey, step: Step, batch: int, plan: Plan) -> float:
     """Peak MB allocated in steady state by training ``step`` with ``plan`` on CUDA."""
     model = new_step_model(key, step)
-    run_plan(model, ResetPeakAfterFirst(host_batches(key, batch, 2)), plan, torch.device("cuda"))
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / MB
-    del model
-    torch.cuda.empty_cache()
-    return peak
+    return steady_peak_mb(
+        lambda b: run_plan(model, b, plan, torch.device("cuda")), host_batches(key, batch, 2)
+    )
 
 
 def step_time(

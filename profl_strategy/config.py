@@ -95,7 +95,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
     "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.em.variant": (str, lambda v: v in VARIANTS, "vector, scalar or denoised"),
+    "method.em.variant": (str, lambda v: v in VARIANTS, "one of " + ", ".join(VARIANTS)),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),

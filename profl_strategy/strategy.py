@@ -399,7 +399,6 @@ class ProFL(FedAvg):
         else:
             replies = list(grid.send_and_receive(msgs, timeout=timeout))
             self._dst = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}
-            self._round_noise = 0.0
             agg, _ = self.aggregate_train(server_round, replies)
             if agg is None:
                 log(

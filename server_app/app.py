@@ -114,14 +114,14 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
             "proximal-mu": float(m.proximal_mu),
         },
     )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config_hash = fingerprint(config)
+    resumed = checkpoint.load(Path(cfg.resume).expanduser(), config_hash) if cfg.resume else None
     strategy = build_strategy(cfg, key, record)
     steps_mb = {
         str(s): round(estimate_step(key, s, batch).total_mb, 2) for s in strategy.schedule.steps
     }
     log(INFO, "estimated peak MB, full-model training %.2f; per step %s", full.total_mb, steps_mb)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config_hash = fingerprint(config)
-    resumed = checkpoint.load(Path(cfg.resume).expanduser(), config_hash) if cfg.resume else None
     if cfg.resume:
         run_dir = Path(cfg.resume).expanduser().resolve()
         run_dir = run_dir if run_dir.is_dir() else run_dir.parent
