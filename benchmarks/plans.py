@@ -96,7 +96,12 @@ def run_plan(model: StepModel, loader: object, plan: Plan, device: torch.device)
 
 
 def steady_peak_mb(train: Callable[[ResetPeakAfterFirst], object], batches: Batches) -> float:
-    """Peak MB allocated on CUDA by ``train`` over ``batches``, after the first batch."""
+    """Peak MB allocated on CUDA by ``train`` over ``batches``, after the first batch.
+
+    The cache is emptied first: blocks an earlier measurement left cached would
+    otherwise be reused with other rounding and move the figure by a few MB.
+    """
+    torch.cuda.empty_cache()
     train(ResetPeakAfterFirst(batches))
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() / MB
