@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
@@ -22,6 +22,7 @@ from profl_strategy.protocol import run_record
 from profl_strategy.schedule import ProgressiveSchedule
 from profl_strategy.strategy import ProFL
 from server_app.evaluate import TestSetEvaluator
+from server_app.local_superlink import startup_notes
 from server_app.results import RunRecorder
 
 app = ServerApp()
@@ -30,6 +31,10 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Compose and check the configuration, then train progressively."""
+    where, costly = startup_notes()
+    log(INFO, where)
+    if costly:
+        log(WARNING, costly)
     run_profl(grid, dict(context.run_config))
 
 
