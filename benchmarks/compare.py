@@ -51,11 +51,23 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
 # profl-capped: effective movement cannot end a step early, so every step runs to its cap;
-# profl-denoised: effective movement net of client-sampling noise (profl_strategy/movement.py).
+# profl-denoised: effective movement net of client-sampling noise (profl_strategy/movement.py);
+# the rest switch one of ProFL's defaults back or off, for the ablations (README).
 VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
+    "profl-noplans": ("profl", "plans='off'"),
     "profl-capped": ("profl", "em-threshold=0.001"),
     "profl-denoised": ("profl", "em-variant='denoised' em-threshold=0.5"),
+    "profl-vector": ("profl", "em-variant='vector' em-threshold=0.6"),
+    "profl-l1": ("profl", "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000"),
+    "profl-shrink": ("profl", "overrides='method.shrink=true'"),
+    "profl-noshrink": ("profl", "overrides='method.shrink=false'"),
+    "profl-fixedcaps": ("profl", "share-rounds=false"),
+    "profl-nomem": ("profl", "overrides='method.memory_aware=false'"),
+    "profl-depth1": ("profl", "overrides='method.output_depth=1'"),
+    "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),
+    "profl-5ep": ("profl", "local-epochs=5"),
+    "profl-10nodes": ("profl", "fraction-train=0.5"),
 }
 # Handlers a method needs on the ClientApp (message types), to fail before a long run.
 NEEDS = {

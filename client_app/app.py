@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logging import WARNING
+from logging import ERROR, WARNING
 
 import numpy as np
 import torch
@@ -11,18 +11,17 @@ from flwr.clientapp import ClientApp
 from flwr.common import log
 from torch.utils.data import DataLoader
 
-from client_app.dataset import load_partition, make_loader, subsample_rows
-from client_app.mods import skip_expired
+from client_app.mods import pin_threads, skip_expired
 from client_app.plan_train import train_with_plan
 from client_app.train import train_step
-from profl_strategy.budgets import node_budget_mb
+from profl_strategy.budgets import NodeConfigError, node_budget_mb
 from profl_strategy.memory import cuda_workspace_mb, estimate_step
 from profl_strategy.plan_memory import estimate_plan
 from profl_strategy.plans import Plan
 from profl_strategy.protocol import model_key_of, profile_of, step_of
 from profl_strategy.step_model import StepModel
 
-app = ClientApp(mods=[skip_expired])
+app = ClientApp(mods=[skip_expired, pin_threads])
 
 
 def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:
@@ -31,9 +30,15 @@ def _budget(context: Context, cfg: ConfigRecord) -> tuple[float, str]:
     A real cap (``memory-mb`` in the node config) on a CUDA device also has to
     hold PyTorch's cuBLAS workspaces, which the estimates leave out: they are
     taken off here, so the strategy and this node compare the same figures.
+    Raises :class:`NodeConfigError` (naming this node) for a config the run
+    cannot use, so no handler ever trains with a made-up budget.
     """
     mb, source = node_budget_mb(
-        dict(context.node_config), profile_of(cfg), float(cfg["full-peak-mb"]), int(cfg["seed"])
+        dict(context.node_config),
+        profile_of(cfg),
+        float(cfg["full-peak-mb"]),
+        int(cfg["seed"]),
+        node_id=context.node_id,
     )
     if source == "node-config" and torch.cuda.is_available():
         mb -= cuda_workspace_mb(torch.cuda.get_device_capability())
@@ -45,6 +50,11 @@ def local_loader(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.nd
 
     A ``data-dir`` in the node's own config (deployment) wins over the run's.
     """
+    # Imported here: the data stack (datasets, pyarrow, pandas, flwr-datasets,
+    # torchvision) takes seconds, and a deployed ClientApp starts a fresh
+    # process for every message, budget queries included.
+    from client_app.dataset import load_partition, make_loader, subsample_rows
+
     node = context.node_config
     pid, n = int(node["partition-id"]), int(node["num-partitions"])
     seed = int(cfg["seed"])
@@ -76,8 +86,19 @@ def local_loader(cfg: ConfigRecord, context: Context) -> tuple[DataLoader, np.nd
 
 @app.query("budget")
 def budget(msg: Message, context: Context) -> Message:
-    """Tell the strategy how much memory this node can give to training."""
-    mb, source = _budget(context, msg.content["config"])
+    """Tell the strategy how much memory this node can give to training.
+
+    A node-config the run cannot use is answered with ``config-error`` (and
+    logged here, on the node) instead of an exception: the strategy then leaves
+    this node out and tells the user why, without a traceback.
+    """
+    try:
+        mb, source = _budget(context, msg.content["config"])
+    except NodeConfigError as err:
+        log(ERROR, "%s", err)
+        return Message(
+            RecordDict({"config": ConfigRecord({"config-error": str(err)})}), reply_to=msg
+        )
     metrics = MetricRecord({"memory-mb": mb})
     if "partition-id" in context.node_config:
         metrics["partition-id"] = int(context.node_config["partition-id"])

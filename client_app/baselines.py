@@ -23,7 +23,6 @@ from client_app.app import _budget, app, local_loader
 from client_app.train import train_step
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
 from profl_strategy.baselines.static_bn import loader_images, local_statistics
-from profl_strategy.baselines.width import LabelMasked, sub_key
 from profl_strategy.memory import ModelKey, estimate_forward, estimate_full
 from profl_strategy.models import build_full_model
 from profl_strategy.protocol import model_key_of
@@ -61,6 +60,9 @@ def _reply(msg: Message, model: nn.Module, metrics: dict[str, float | int | list
 @app.train("width")
 def train_width(msg: Message, context: Context) -> Message:
     """Train the whole model at ``width-ratio`` times the run's width."""
+    # Imported here: it needs torchvision (ViT), too slow for every message's import.
+    from profl_strategy.baselines.width import LabelMasked, sub_key
+
     cfg = msg.content["config"]
     key: ModelKey = sub_key(model_key_of(cfg), float(cfg["width-ratio"]))
     budget_mb, _ = _budget(context, cfg)

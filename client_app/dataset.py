@@ -5,30 +5,43 @@ Dirichlet label skew or label shards). The data come either from the Hugging
 Face Hub through ``FederatedDataset`` (``data_dir=""``) or, offline, from local
 files under ``data_dir`` (see ``client_app.local_data``); in both cases the same
 partitioners decide which rows each client gets.
+
+A deployed SuperNode runs every message in a fresh ClientApp process, so each
+partition is cached on disk the first time it is split (see
+:func:`partition_cache_files`): later messages read two ``.npy`` files with
+numpy instead of importing the data stack (datasets, flwr-datasets, pyarrow,
+pandas, torchvision: seconds) and splitting again. Those libraries are
+imported only where a partition, the test split or CIFAR augmentation needs them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import torch
-from flwr_datasets import FederatedDataset
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    Partitioner,
-    ShardPartitioner,
-)
-from flwr_datasets.preprocessor import Divider
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from client_app.local_data import LOCAL_DATASETS, load_local_split
+from client_app.local_data import (
+    LOCAL_DATASETS,
+    cache_dir,
+    load_local_split,
+    read_cache,
+    save_cache,
+    split_files,
+)
+
+if TYPE_CHECKING:
+    import datasets
+    from flwr_datasets import FederatedDataset
+    from flwr_datasets.partitioner import Partitioner
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,10 @@ PARTITIONER_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards")
 DIRICHLET_MIN_PARTITION_SIZE = 10
 # FEMNIST on the hub has only a train split; this fraction is held out as test.
 FEMNIST_TEST_FRACTION = 0.1
+# Bump when what a cached partition holds, or how it is computed here, changes.
+PARTITION_CACHE_VERSION = 1
+# Libraries whose versions can change which rows a partition gets (shuffles, partitioners).
+PARTITION_LIBRARIES: tuple[str, ...] = ("flwr-datasets", "datasets", "numpy")
 
 _LOCAL_FULL: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
 _LOCAL_PARTITIONERS: dict[tuple[Any, ...], Partitioner] = {}
@@ -137,6 +154,12 @@ def make_partitioner(
     ``alpha`` is used by ``"dirichlet"`` only and ``shards_per_partition`` by
     ``"shards"`` only; ``"iid"`` relies on the dataset being shuffled by seed.
     """
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        ShardPartitioner,
+    )
+
     if kind == "iid":
         return IidPartitioner(num_partitions=num_partitions)
     if kind == "dirichlet":
@@ -174,6 +197,8 @@ def partition_rows(
     Only the labels go into a ``datasets.Dataset`` (fast); a ``row`` column
     records where each sample came from so the image array can be indexed.
     """
+    import datasets
+
     _check_partition_id(partition_id, num_partitions)
     key = (dataset, data_dir, partitioner, num_partitions, alpha, shards_per_partition, seed)
     part = _LOCAL_PARTITIONERS.get(key)
@@ -208,36 +233,77 @@ def load_partition(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images uint8 NxHxWxC, labels int64 N)`` of one client's train data.
 
-    Reads local files when ``data_dir`` is set, else the Hugging Face Hub.
+    Reads local files when ``data_dir`` is set, else the Hugging Face Hub. The
+    first call for a partition splits the data with flwr-datasets and caches
+    the result (:func:`partition_cache_files`); later calls, such as a deployed
+    node's next train message in a fresh process, read it back with numpy only.
     """
-    info = get_info(dataset)
-    if data_dir:
-        rows = partition_rows(
-            dataset,
-            partition_id,
-            num_partitions,
-            partitioner=partitioner,
-            alpha=alpha,
-            shards_per_partition=shards_per_partition,
-            seed=seed,
-            data_dir=data_dir,
-        )
-        images, labels = _local_full(dataset, "train", data_dir)
-        return images[rows], labels[rows]
+    c, h, w = get_info(dataset).input_shape
     _check_partition_id(partition_id, num_partitions)
-    key = (dataset, partitioner, num_partitions, alpha, shards_per_partition, seed)
-    fds = _HUB_FDS.get(key)
-    if fds is None:
-        part = make_partitioner(
-            partitioner,
-            num_partitions,
-            alpha=alpha,
-            shards_per_partition=shards_per_partition,
-            seed=seed,
-            label_column=info.label_column,
-        )
-        fds = _HUB_FDS[key] = _hub_dataset(info, part, seed)
-    return _hf_to_numpy(fds.load_partition(partition_id, "train"), info)
+    if data_dir:
+        _check_local(dataset)
+    spec = {
+        "partitioner": partitioner,
+        "alpha": alpha,
+        "shards_per_partition": shards_per_partition,
+        "seed": seed,
+        "data_dir": data_dir,
+    }
+    images_file, labels_file = partition_cache_files(dataset, partition_id, num_partitions, **spec)
+    labels = read_cache(labels_file, np.int64, (None,))
+    if labels is not None:
+        images = read_cache(images_file, np.uint8, (len(labels), h, w, c))
+        if images is not None:
+            return images, labels
+    images, labels = _split_partition(dataset, partition_id, num_partitions, **spec)
+    save_cache(images_file, images)
+    save_cache(labels_file, labels)
+    return images, labels
+
+
+def partition_cache_files(
+    dataset: str,
+    partition_id: int,
+    num_partitions: int,
+    *,
+    partitioner: str,
+    alpha: float,
+    shards_per_partition: int,
+    seed: int,
+    data_dir: str,
+) -> tuple[Path, Path]:
+    """The ``(images, labels)`` ``.npy`` files that cache one partition.
+
+    Their name hashes everything that decides the partition: the data (the
+    resolved ``data_dir`` and its train files' size and mtime, or the hub id),
+    the partitioner and its parameters, the seed, the partition, the versions
+    of ``PARTITION_LIBRARIES`` and ``PARTITION_CACHE_VERSION``. Changing any of
+    them misses the cache instead of serving a stale partition.
+    """
+    if data_dir:
+        files = split_files(dataset, "train", data_dir)
+        source: dict[str, Any] = {
+            "data-dir": str(Path(data_dir).expanduser().resolve()),
+            "files": [_file_stamp(path) for path in files],
+        }
+    else:
+        source = {"hub": get_info(dataset).hub_id, "test-fraction": FEMNIST_TEST_FRACTION}
+    key = {
+        "cache-version": PARTITION_CACHE_VERSION,
+        "libraries": {name: version(name) for name in PARTITION_LIBRARIES},
+        "dataset": dataset,
+        "source": source,
+        "partitioner": partitioner,
+        "alpha": float(alpha),
+        "shards": int(shards_per_partition),
+        "seed": int(seed),
+        "num-partitions": int(num_partitions),
+        "partition-id": int(partition_id),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    stem = f"{dataset}-{partitioner}-{partition_id}of{num_partitions}-{digest}"
+    folder = cache_dir() / "partitions"
+    return folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy"
 
 
 def subsample_rows(n: int, share: float, *, seed: int, partition_id: int) -> np.ndarray:
@@ -270,6 +336,8 @@ def load_test(dataset: str, *, data_dir: str, seed: int) -> tuple[np.ndarray, np
     key = (dataset, "test", seed)
     fds = _HUB_FDS.get(key)
     if fds is None:
+        from flwr_datasets.partitioner import IidPartitioner
+
         fds = _HUB_FDS[key] = _hub_dataset(info, IidPartitioner(num_partitions=1), seed)
     return _hf_to_numpy(fds.load_split("test"), info)
 
@@ -298,6 +366,8 @@ def make_loader(
         )
     augment = None
     if train and dataset in ("cifar10", "cifar100"):
+        from torchvision.transforms import v2
+
         augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
     data = _ImageDataset(images, labels, info, augment)
     generator = torch.Generator().manual_seed(seed) if train else None
@@ -307,7 +377,10 @@ def make_loader(
 
 
 def clear_caches() -> None:
-    """Drop cached arrays, partitioners and FederatedDatasets (frees memory)."""
+    """Drop cached arrays, partitioners and FederatedDatasets (frees memory).
+
+    Only this process's memory: the partitions cached on disk stay.
+    """
     _LOCAL_FULL.clear()
     _LOCAL_PARTITIONERS.clear()
     _HUB_FDS.clear()
@@ -348,14 +421,69 @@ def _check_partition_id(partition_id: int, num_partitions: int) -> None:
         )
 
 
-def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load (once per process) a full local split; Ray actors reuse it."""
+def _split_partition(
+    dataset: str,
+    partition_id: int,
+    num_partitions: int,
+    *,
+    partitioner: str,
+    alpha: float,
+    shards_per_partition: int,
+    seed: int,
+    data_dir: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the train data with flwr-datasets and return one partition's arrays."""
+    if data_dir:
+        rows = partition_rows(
+            dataset,
+            partition_id,
+            num_partitions,
+            partitioner=partitioner,
+            alpha=alpha,
+            shards_per_partition=shards_per_partition,
+            seed=seed,
+            data_dir=data_dir,
+        )
+        images, labels = _local_full(dataset, "train", data_dir)
+        return images[rows], labels[rows]
+    info = get_info(dataset)
+    key = (dataset, partitioner, num_partitions, alpha, shards_per_partition, seed)
+    fds = _HUB_FDS.get(key)
+    if fds is None:
+        part = make_partitioner(
+            partitioner,
+            num_partitions,
+            alpha=alpha,
+            shards_per_partition=shards_per_partition,
+            seed=seed,
+            label_column=info.label_column,
+        )
+        fds = _HUB_FDS[key] = _hub_dataset(info, part, seed)
+    return _hf_to_numpy(fds.load_partition(partition_id, "train"), info)
+
+
+def _check_local(dataset: str) -> None:
+    """Refuse, with the way out, a dataset that has no offline reader."""
     if dataset not in LOCAL_DATASETS:
         raise ValueError(
             f"Dataset '{dataset}' is not available offline; with data-dir set only "
             f"{LOCAL_DATASETS} can be read. Pick one of those, or set data-dir='' "
             f"to download '{get_info(dataset).hub_id}' from the Hugging Face Hub."
         )
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    """``(name, size, mtime_ns)`` of a data file, ``-1`` for both if it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return path.name, -1, -1
+    return path.name, stat.st_size, stat.st_mtime_ns
+
+
+def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """Load (once per process) a full local split; Ray actors reuse it."""
+    _check_local(dataset)
     key = (dataset, split, data_dir)
     if key not in _LOCAL_FULL:
         _LOCAL_FULL[key] = load_local_split(dataset, split, data_dir)
@@ -364,6 +492,9 @@ def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np
 
 def _hub_dataset(info: DatasetInfo, partitioner: Partitioner, seed: int) -> FederatedDataset:
     """Create a FederatedDataset and download it now, so failures are explicit."""
+    from flwr_datasets import FederatedDataset
+    from flwr_datasets.preprocessor import Divider
+
     preprocessor = None
     if info.name == "femnist":
         preprocessor = Divider(

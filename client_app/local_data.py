@@ -10,7 +10,9 @@ datasets in ``data-dir`` are read here straight from their files:
   original CIFAR-10 order and labels.
 
 Decoding 60k JPEGs takes seconds, so the decoded arrays are cached as ``.npy``
-files (``~/.cache/profl`` or ``$PROFL_CACHE_DIR``).
+files (``~/.cache/profl`` or ``$PROFL_CACHE_DIR``). PIL and torchvision are
+imported by the readers that need them: a deployed ClientApp reading a cached
+partition (see ``client_app.dataset``) needs neither.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from torchvision.datasets import MNIST, FashionMNIST
 
 LOCAL_DATASETS: tuple[str, ...] = ("mnist", "fmnist", "cifar10")
 CACHE_DIR_ENV = "PROFL_CACHE_DIR"
@@ -74,25 +74,43 @@ def load_local_split(dataset: str, split: str, data_dir: str) -> tuple[np.ndarra
         Images as uint8 ``N x H x W x C`` and labels as int64 ``N``, in the
         dataset's original order (so that partitions are reproducible).
     """
+    files = split_files(dataset, split, data_dir)  # checks the split and the dataset
+    if dataset == "cifar10":
+        return _load_cifar10_jpeg(split, files)
+    return _load_idx(dataset, split, Path(data_dir).expanduser(), files)
+
+
+def split_files(dataset: str, split: str, data_dir: str) -> tuple[Path, ...]:
+    """The files one local split is read from, whether they exist or not.
+
+    The readers check these and the caches key on their size and mtime, so a
+    replaced file is read again instead of served from a stale cache.
+    """
     if split not in _SPLITS:
         raise ValueError(f"Unknown split '{split}'; expected one of {_SPLITS}.")
+    root = Path(data_dir).expanduser()
     if dataset in _IDX_FOLDERS:
-        return _load_idx(dataset, split, Path(data_dir).expanduser())
+        raw = root / _IDX_FOLDERS[dataset] / "raw"
+        prefix = _IDX_PREFIX[split]
+        return (raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte")
     if dataset == "cifar10":
-        return _load_cifar10_jpeg(split, Path(data_dir).expanduser())
+        folder = root / CIFAR10_FOLDER
+        return (folder / CIFAR10_ZIP, folder / f"{split}_index.csv")
     raise ValueError(
         f"Dataset '{dataset}' has no local reader; only {LOCAL_DATASETS} exist offline."
     )
 
 
-def _load_idx(dataset: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_idx(
+    dataset: str, split: str, root: Path, files: tuple[Path, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Load MNIST/Fashion-MNIST with torchvision, never downloading."""
-    raw = root / _IDX_FOLDERS[dataset] / "raw"
-    prefix = _IDX_PREFIX[split]
-    for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
-        if not (raw / name).is_file():
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    for path in files:
+        if not path.is_file():
             raise FileNotFoundError(
-                f"Missing {dataset} file '{raw / name}'. Set data-dir to the folder "
+                f"Missing {dataset} file '{path}'. Set data-dir to the folder "
                 f"that contains '{_IDX_FOLDERS[dataset]}/raw/' with the uncompressed "
                 "IDX files (e.g. /work/shared/data)."
             )
@@ -103,12 +121,10 @@ def _load_idx(dataset: str, split: str, root: Path) -> tuple[np.ndarray, np.ndar
     return images, labels
 
 
-def _load_cifar10_jpeg(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_cifar10_jpeg(split: str, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Load CIFAR-10 from the JPEG zip, decoding once and caching as ``.npy``."""
-    folder = root / CIFAR10_FOLDER
-    zip_path = folder / CIFAR10_ZIP
-    csv_path = folder / f"{split}_index.csv"
-    for path in (zip_path, csv_path):
+    zip_path, csv_path = files
+    for path in files:
         if not path.is_file():
             raise FileNotFoundError(
                 f"Missing CIFAR-10 file '{path}'. Set data-dir to the folder that "
@@ -121,17 +137,10 @@ def _load_cifar10_jpeg(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     stat = zip_path.stat()
     key = f"cifar10-jpeg-{split}-{stat.st_size}-{stat.st_mtime_ns}"
     images_file = cache_dir() / f"{key}-images.npy"
-    images = _read_cache(images_file, expected_shape=(len(paths), 32, 32, 3))
+    images = read_cache(images_file, np.uint8, (len(paths), 32, 32, 3))
     if images is None:
         images = _decode_jpegs(zip_path, paths)
-        try:
-            _save_atomic(images_file, images)
-        except OSError as err:  # A read-only cache must not stop training.
-            warnings.warn(
-                f"Could not cache decoded CIFAR-10 at '{images_file}' ({err}); "
-                f"set {CACHE_DIR_ENV} to a writable folder to avoid re-decoding.",
-                stacklevel=2,
-            )
+        save_cache(images_file, images)
     return images, labels
 
 
@@ -146,6 +155,8 @@ def read_cifar10_index(csv_path: Path) -> tuple[list[str], np.ndarray]:
 
 def _decode_jpegs(zip_path: Path, paths: list[str]) -> np.ndarray:
     """Decode the given zip members into one uint8 ``N x 32 x 32 x 3`` array."""
+    from PIL import Image
+
     images = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
     with zipfile.ZipFile(zip_path) as archive:
         for i, member in enumerate(paths):
@@ -154,17 +165,37 @@ def _decode_jpegs(zip_path: Path, paths: list[str]) -> np.ndarray:
     return images
 
 
-def _read_cache(path: Path, expected_shape: tuple[int, ...]) -> np.ndarray | None:
-    """Return the cached array, or None if absent or not what we expect."""
-    if not path.is_file():
-        return None
+def read_cache(
+    path: Path, dtype: type[np.generic], shape: tuple[int | None, ...]
+) -> np.ndarray | None:
+    """Return the cached array, or None if absent or not what we expect.
+
+    ``None`` in ``shape`` accepts any length along that axis.
+    """
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if array.shape != expected_shape or array.dtype != np.uint8:
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != len(shape):
+        return None
+    if any(want is not None and got != want for got, want in zip(array.shape, shape, strict=True)):
         return None
     return array
+
+
+def save_cache(path: Path, array: np.ndarray) -> None:
+    """Cache ``array`` at ``path``; warn instead of failing if that is impossible.
+
+    A read-only cache must not stop training: it only costs recomputing.
+    """
+    try:
+        _save_atomic(path, array)
+    except OSError as err:
+        warnings.warn(
+            f"Could not cache '{path.name}' in '{path.parent}' ({err}); set "
+            f"{CACHE_DIR_ENV} to a writable folder to avoid recomputing it.",
+            stacklevel=2,
+        )
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from logging import WARNING
+from logging import INFO, WARNING
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
@@ -28,4 +30,45 @@ def skip_expired(msg: Message, context: Context, call_next: ClientAppCallable) -
             late,
         )
         return Message(RecordDict({"metrics": MetricRecord({"expired": 1})}), reply_to=msg)
+    return call_next(msg, context)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, within a cgroup CPU quota if any."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus or 1)
+
+
+def torch_threads() -> tuple[int, str]:
+    """How many intra-op threads training may use here, and why.
+
+    In a simulation actor: the CPUs Ray gave it (``client-resources-num-cpus``),
+    so actors sharing a machine do not oversubscribe its cores. Elsewhere:
+    ``OMP_NUM_THREADS`` if set (``deploy/up.sh`` sets it per SuperNode), else
+    the CPUs this process may use.
+    """
+    ray = sys.modules.get("ray")  # only if the simulation engine loaded it
+    if ray is not None and ray.is_initialized():
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:
+            return min(max(1, int(cpus)), usable_cpus()), "Ray CPUs of this actor"
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
+    return usable_cpus(), "usable CPUs"
+
+
+def pin_threads(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Set torch's thread count once per process, before the first message trains."""
+    import torch  # the handler imports it anyway; a budget query runs after this
+
+    threads, why = torch_threads()
+    if torch.get_num_threads() != threads:
+        log(INFO, "torch threads: %d (%s; was %d)", threads, why, torch.get_num_threads())
+        torch.set_num_threads(threads)
     return call_next(msg, context)

@@ -51,3 +51,32 @@ descendants() {
         printf '%s\n' "$child"
     done
 }
+
+# The base64 body of an OpenSSH public key in PEM (SPKI) form, on one line: the form in
+# which the SuperLink logs the key of a SuperNode it refuses.
+pem_body() {
+    ssh-keygen -e -m PKCS8 -f "$1" 2>/dev/null | grep -v -- '-----' | tr -d '\n'
+}
+
+# Say in plain words that a SuperNode failed because its key is not registered. Flower's
+# SuperNode only logs "Failed to activate SuperNode. The SuperNode could not establish a
+# connection to the SuperLink", which reads like a network fault; the SuperLink logs the
+# real reason, "No SuperNode found with the given public key", with the key in PEM form.
+# Usage: explain_unregistered LABEL PRIVATE_KEY NODE_LOG SUPERLINK_LOG CLI_HOME
+# Status 0 (and the explanation on stderr) when both logs show it for this key.
+explain_unregistered() {
+    local label="$1" key="$2" node_log="$3" link_log="$4" cli="$5" body
+    grep -qF "Failed to activate SuperNode" "$node_log" 2>/dev/null || return 1
+    body="$(pem_body "$key.pub")"
+    [[ -n "$body" ]] || return 1
+    # The SuperLink writes the PEM's line breaks as literal \n: drop them, then match.
+    sed -e 's/\\n//g' "$link_log" 2>/dev/null | grep -F -- "$body" |
+        grep -qF "No SuperNode found with the given public key" || return 1
+    log "SuperNode $label (key $key) is not registered with the SuperLink." \
+        "Its log ($node_log) says \"could not establish a connection to the SuperLink\"," \
+        "but this is not a network fault: the SuperLink log ($link_log) says" \
+        "\"No SuperNode found with the given public key\" for this key."
+    log "Register its public key, then start the SuperNode again:"
+    log "    FLWR_HOME=$cli flwr supernode register $key.pub $CONNECTION"
+    return 0
+}

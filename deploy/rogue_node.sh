@@ -38,7 +38,7 @@ done
 use_venv
 state="$(abspath "$state")"
 [[ -s "$state/deployment.env" ]] || die "no deployment in $state: start one with deploy/up.sh"
-ADDRESS="" CA=""
+ADDRESS="" CA="" CLI_HOME=""
 # shellcheck source=/dev/null
 source "$state/deployment.env"
 
@@ -88,6 +88,9 @@ set -e
 if [[ -z "$verdict" && $rc -ne 0 ]] && grep -q "Failed to activate" "$rogue_log"; then
     reason="$(grep -m1 -o '\[code: [0-9]*\] Failed to activate[^.]*' "$rogue_log" || echo "Failed to activate")"
     log "REFUSED as expected: exit code $rc, \"$reason\""
+    # What a user whose device key is not registered would be told (deploy/lib.sh).
+    explain_unregistered "rogue" "$rogue/key" "$rogue_log" "$state/logs/superlink.log" "$CLI_HOME" ||
+        log "the SuperLink log does not name this key as unknown: $state/logs/superlink.log"
     exit 0
 fi
 case "$verdict" in

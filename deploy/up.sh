@@ -286,15 +286,26 @@ want = sys.argv[1:]
 sys.exit(0 if d.get("success") and all(status.get(w) == "online" for w in want) else 1)
 ' "${node_ids[@]}"
 }
+# A SuperNode whose key the SuperLink does not know exits with a message that reads like
+# a network fault; explain_unregistered (lib.sh) says which key and how to register it.
+unregistered() {
+    local i="$1"
+    explain_unregistered "$i" "$state/keys/node$i" "$state/logs/node$i.log" "$link_log" "$cli"
+}
 deadline=$((SECONDS + timeout_s))
 until nodes_online; do
     for ((i = 0; i < n; i++)); do
         if ! kill -0 "${node_pids[$i]}" 2>/dev/null; then
+            unregistered "$i" && die "SuperNode $i exited: its key is not registered (see above;" \
+                "deploy/up.sh registers every key it starts, so running it again registers it)"
             tail -n 30 "$state/logs/node$i.log" >&2 || true
             die "SuperNode $i exited while starting; log: $state/logs/node$i.log"
         fi
     done
-    ((SECONDS < deadline)) || die "SuperNodes not all online after ${timeout_s}s"
+    if ((SECONDS >= deadline)); then
+        for ((i = 0; i < n; i++)); do unregistered "$i" || true; done
+        die "SuperNodes not all online after ${timeout_s}s; logs: $state/logs/node<i>.log"
+    fi
     sleep 1
 done
 started=0 # success: keep everything running

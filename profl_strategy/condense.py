@@ -1,10 +1,19 @@
-"""Stage-1 hand-over: fold a trained block into the output module of the block before it.
+"""Hand-overs between steps: what a finished step passes to the next one.
 
-When stage 1 finishes block ``t + 1``, the output module of block ``t`` needs a
-stand-in for block ``t + 1``. Its layers mirror the first layers of the real
-block, so they start from the trained weights instead of from scratch; the
-rest of the output module (stand-ins for later blocks and the classifier) is
-the output module block ``t + 1`` was trained with.
+Stage 1 (back to front): when block ``t + 1`` is done, the output module of
+block ``t`` needs a stand-in for block ``t + 1``. Its layers mirror the first
+layers of the real block, so they start from the trained weights instead of
+from scratch; the rest of the output module (stand-ins for later blocks and
+the classifier) is the output module block ``t + 1`` was trained with, where
+the shapes match (always with ``output_depth = 0``; with a shorter output
+module the classifier's input width changes and it starts anew).
+
+Stage 2 (front to back): when block ``t`` is done, ``out.{t}`` has just been
+trained on the real features of blocks ``0 .. t``. Its later stand-ins and its
+classifier carry into ``out.{t + 1}`` (or the model's head for the last
+block), where shapes match, instead of restarting from their stage-1 weights,
+which were fitted behind the stage-1 front. A block that stage 1 never trained
+starts from ``out.{t}``'s stand-in for it.
 """
 
 from __future__ import annotations
@@ -61,3 +70,22 @@ def condense_into_output_module(model: GlobalModel, t: int) -> int:
         mine.load_state_dict(theirs.state_dict())
     copy_matching_layers(nxt.head, out.head)
     return copied
+
+
+def carry_forward(model: GlobalModel, t: int, block_trained: bool) -> int:
+    """Start stage-2 step ``t`` (``t >= 1``) from what step ``t - 1`` trained.
+
+    Returns the number of layers copied. ``block_trained`` is False when stage
+    1 did not run: block ``t`` then starts from ``out.{t - 1}``'s stand-in for it.
+    """
+    last = len(model.blocks) - 1
+    if not 1 <= t <= last:
+        raise ValueError(f"stage-2 step {t} has no step before it (valid: 1..{last})")
+    prev = model.out[str(t - 1)]
+    copied = 0 if block_trained else copy_matching_layers(prev.standins[0], model.blocks[t])
+    if t == last:
+        return copied + copy_matching_layers(prev.head, model.head)
+    out = model.out[str(t)]
+    for mine, theirs in zip(out.standins, prev.standins[1:], strict=False):
+        copied += copy_matching_layers(theirs, mine)
+    return copied + copy_matching_layers(prev.head, out.head)

@@ -18,7 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from profl_strategy.movement import VARIANTS
+from profl_strategy.movement import NORMS, VARIANTS
 from profl_strategy.plan_picker import PLAN_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -47,9 +47,12 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "em-threshold": "method.em.threshold",
     "em-patience": "method.em.patience",
     "em-variant": "method.em.variant",
+    "em-norm": "method.em.norm",
+    "em-sample": "method.em.sample",
     "min-rounds-per-step": "method.min_rounds_per_step",
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
+    "share-rounds": "method.share_rounds",
     "proximal-mu": "method.proximal_mu",
     "plans": "method.plans",
     "plans-min-micro-batch": "method.plans_min_micro_batch",
@@ -91,11 +94,14 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.min_rounds_per_step": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.max_rounds_stage1": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.max_rounds_stage2": (int, lambda v: v >= 1, "an integer >= 1"),
+    "method.share_rounds": (bool, lambda v: True, "true or false"),
     "method.proximal_mu": (float, lambda v: v >= 0, "a number >= 0"),
     "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
     "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.em.variant": (str, lambda v: v in VARIANTS, "one of " + ", ".join(VARIANTS)),
+    "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
+    "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
@@ -179,7 +185,11 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, path)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
+        if (
+            not isinstance(value, kind)
+            or (isinstance(value, bool) and kind is not bool)
+            or not ok(value)
+        ):
             raise ConfigError(f"{_run_key_for(path)} = {value!r} is invalid: it must be {allowed}")
     if cfg.train.min_replies > cfg.train.min_nodes:
         raise ConfigError(

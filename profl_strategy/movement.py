@@ -13,6 +13,10 @@ like a random walk. The ``denoised`` variant removes that part: each round the
 server also has the nodes' individual updates, whose spread estimates the
 client-sampling variance of the aggregate step (:func:`sampling_noise`), and
 EM becomes the share of the net displacement that this noise does not explain.
+
+The first author's example code measures the ``vector`` form with L1 norms, over
+a window of 6 round-to-round changes, on a fixed random sample of at most 10,000
+of the block's parameters: ``norm="l1"``, ``window=6``, ``sample=10000`` here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 VARIANTS = ("vector", "scalar", "denoised")
+NORMS = {"l2": 2, "l1": 1}
 
 
 def sampling_noise(updates: Sequence[torch.Tensor], weights: Sequence[float]) -> float:
@@ -52,10 +57,11 @@ def effective_movement(
     snapshots: Sequence[torch.Tensor],
     variant: str = "vector",
     noise: Sequence[float] = (),
+    norm: str = "l2",
 ) -> float:
     """EM over consecutive snapshots ``w_0 .. w_K`` of a block's parameters.
 
-    ``vector``: ``||w_K - w_0|| / sum ||w_i - w_(i-1)||``.
+    ``vector``: ``||w_K - w_0|| / sum ||w_i - w_(i-1)||``, in the ``norm`` given.
     ``scalar``: the same on ``s_i = ||w_i||``, one number per round.
     ``denoised``: ``sqrt(max(0, 1 - sum noise_i / ||w_K - w_0||^2))`` with
     ``noise_i`` the sampling variance of round ``i``'s step: 0 when the net
@@ -75,9 +81,12 @@ def effective_movement(
         path = (s[1:] - s[:-1]).abs().sum()
         net = (s[-1] - s[0]).abs()
     elif variant == "vector":
+        if norm not in NORMS:
+            raise ValueError(f"effective-movement norm '{norm}' is not one of {tuple(NORMS)}")
+        p = NORMS[norm]
         w = [v.double() for v in snapshots]
-        path = sum((b - a).norm() for a, b in zip(w[:-1], w[1:], strict=False))
-        net = (w[-1] - w[0]).norm()
+        path = sum((b - a).norm(p) for a, b in zip(w[:-1], w[1:], strict=False))
+        net = (w[-1] - w[0]).norm(p)
     else:
         raise ValueError(f"effective-movement variant '{variant}' is not one of {VARIANTS}")
     return 0.0 if float(path) == 0.0 else float(net / path)
@@ -87,8 +96,16 @@ class ConvergenceDetector:
     """Says a block has converged when EM < ``threshold`` for ``patience`` rounds."""
 
     def __init__(
-        self, window: int, threshold: float, patience: int, variant: str = "vector"
+        self,
+        window: int,
+        threshold: float,
+        patience: int,
+        variant: str = "vector",
+        norm: str = "l2",
+        sample: int = 0,
     ) -> None:
+        """``sample > 0`` watches a fixed random subset of that many parameters
+        (drawn when a block starts, seeded by its size), ``0`` all of them."""
         if window < 2:
             raise ValueError(f"em-window must be >= 2, got {window}")
         if not 0.0 < threshold < 1.0:
@@ -97,38 +114,61 @@ class ConvergenceDetector:
             raise ValueError(f"em-patience must be >= 1, got {patience}")
         if variant not in VARIANTS:
             raise ValueError(f"em-variant '{variant}' is not one of {VARIANTS}")
+        if norm not in NORMS:
+            raise ValueError(f"em-norm '{norm}' is not one of {tuple(NORMS)}")
+        if sample < 0:
+            raise ValueError(f"em-sample must be >= 0 (0: every parameter), got {sample}")
+        if variant == "denoised" and sample:
+            raise ValueError("em-sample applies to the vector and scalar variants only")
+        self.norm, self.sample = norm, sample
+        self.index: torch.Tensor | None = None
         self.window, self.threshold = window, threshold
         self.patience, self.variant = patience, variant
         self.snapshots: deque[torch.Tensor] = deque(maxlen=window + 1)
         self.noise: deque[float] = deque(maxlen=window)
         self.below = 0
 
+    def _watched(self, params: torch.Tensor) -> torch.Tensor:
+        flat = params.detach().flatten()
+        return (flat if self.index is None else flat[self.index]).clone()
+
     def reset(self, start: torch.Tensor) -> None:
         """Start watching a new block from its current parameters."""
+        n = start.numel()
+        self.index = None
+        if 0 < self.sample < n:
+            gen = torch.Generator().manual_seed(n)
+            self.index = torch.randperm(n, generator=gen)[: self.sample].sort().values
         self.snapshots.clear()
-        self.snapshots.append(start.detach().flatten().clone())
+        self.snapshots.append(self._watched(start))
         self.noise.clear()
         self.below = 0
 
     def update(self, params: torch.Tensor, noise: float = 0.0) -> float | None:
         """Record one round's parameters (and its sampling noise); EM once the window is full."""
-        self.snapshots.append(params.detach().flatten().clone())
+        self.snapshots.append(self._watched(params))
         self.noise.append(float(noise))
         if len(self.snapshots) <= self.window:
             return None
-        em = effective_movement(list(self.snapshots), self.variant, list(self.noise))
+        em = effective_movement(list(self.snapshots), self.variant, list(self.noise), self.norm)
         self.below = self.below + 1 if em < self.threshold else 0
         return em
 
     def state_dict(self) -> dict:
         """Window and counter, for checkpoints."""
-        return {"snapshots": list(self.snapshots), "noise": list(self.noise), "below": self.below}
+        return {
+            "snapshots": list(self.snapshots),
+            "noise": list(self.noise),
+            "below": self.below,
+            "index": self.index,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue watching from a checkpoint."""
         self.snapshots = deque(state["snapshots"], maxlen=self.window + 1)
         self.noise = deque(state.get("noise", ()), maxlen=self.window)
         self.below = int(state["below"])
+        self.index = state.get("index")
 
     @property
     def converged(self) -> bool:

@@ -2,8 +2,16 @@
 
 Stage 1 (progressive model shrinking) visits the blocks back to front, stage 2
 (progressive model growing) front to back. A step ends when its block has
-converged (and ran at least ``min_rounds``) or when it hits its stage's round
-cap, so a run always ends.
+converged (and ran at least ``min_rounds``) or when it hits its round cap, so a
+run always ends.
+
+With a round ``budget`` (the run's ``num-server-rounds``) stage 2 does not stop
+at fixed caps while rounds are left: each stage-2 step may use an equal share of
+the rounds the run has left when it starts, and the last step trains until the
+budget is spent (effective movement does not end it), as the full-model
+baselines do. Rounds a converged step saves
+go to the steps after it. A budget too small for the schedule still ends the
+run when it is spent (the ServerApp's round loop), after fewer steps.
 """
 
 from __future__ import annotations
@@ -43,9 +51,12 @@ class ProgressiveSchedule:
         max_rounds_grow: int,
         shrink: bool = True,
         full_model_rounds: int = 0,
+        budget: int = 0,
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
-        ordinary full-model training (the baselines), with no early stop."""
+        ordinary full-model training (the baselines), with no early stop.
+        ``budget > 0`` shares the run's rounds across stage 2 (module docstring);
+        ``max_rounds_grow`` then only applies without a budget."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -64,9 +75,11 @@ class ProgressiveSchedule:
             STAGE_SHRINK: max_rounds_shrink,
             STAGE_GROW: max_rounds_grow,
         }
+        self.budget = budget if full_model_rounds <= 0 else 0
         self.index = 0
         self.rounds_in_step = 0
         self.rounds_total = 0  # trained rounds over all steps
+        self.step_started_at = 0  # rounds_total when the current step began
 
     @property
     def done(self) -> bool:
@@ -82,31 +95,46 @@ class ProgressiveSchedule:
 
     def max_rounds(self) -> int:
         """Upper bound on the rounds the whole schedule can take."""
-        return sum(self.caps[s.stage] for s in self.steps)
+        return self.budget or sum(self.caps[s.stage] for s in self.steps)
+
+    def cap(self) -> int:
+        """Round cap of the current step."""
+        step = self.current
+        if not self.budget or step.stage != STAGE_GROW:
+            return self.caps[step.stage]
+        left = self.budget - self.step_started_at
+        steps_left = len(self.steps) - self.index
+        return max(self.min_rounds, left // steps_left if steps_left > 1 else left)
 
     def record_round(self, converged: bool) -> Transition | None:
         """Count one trained round; end the step if it converged or hit its cap."""
         step = self.current
         self.rounds_in_step += 1
         self.rounds_total += 1
-        if converged and self.rounds_in_step >= self.min_rounds:
+        last_with_budget = self.budget and self.index == len(self.steps) - 1
+        if converged and self.rounds_in_step >= self.min_rounds and not last_with_budget:
             reason = "converged"
-        elif self.rounds_in_step >= self.caps[step.stage]:
+        elif self.rounds_in_step >= self.cap():
             reason = "round-cap"
         else:
             return None
-        rounds = self.rounds_in_step
-        self.index += 1
-        self.rounds_in_step = 0
-        return Transition(step, reason, rounds, None if self.done else self.current)
+        return self._advance(step, reason)
 
     def skip(self, reason: str) -> Transition:
         """End the current step without training it (e.g. no node can hold it)."""
-        step = self.current
+        return self._advance(self.current, reason)
+
+    def _advance(self, step: Step, reason: str) -> Transition:
         rounds = self.rounds_in_step
         self.index += 1
         self.rounds_in_step = 0
+        self.step_started_at = self.rounds_total
         return Transition(step, reason, rounds, None if self.done else self.current)
+
+    @property
+    def shrinks(self) -> bool:
+        """True if stage 1 trains every block before stage 2."""
+        return any(s.stage == STAGE_SHRINK for s in self.steps)
 
     @property
     def full_model(self) -> bool:
@@ -119,6 +147,7 @@ class ProgressiveSchedule:
             "index": self.index,
             "rounds_in_step": self.rounds_in_step,
             "rounds_total": self.rounds_total,
+            "step_started_at": self.step_started_at,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -131,5 +160,8 @@ class ProgressiveSchedule:
         self.index = int(state["index"])
         self.rounds_in_step = int(state["rounds_in_step"])
         self.rounds_total = int(state.get("rounds_total", self.rounds_in_step))
+        self.step_started_at = int(
+            state.get("step_started_at", self.rounds_total - self.rounds_in_step)
+        )
         if self.full_model and self.rounds_total < self.caps[STAGE_FULL]:
             self.index, self.rounds_in_step = 0, self.rounds_total

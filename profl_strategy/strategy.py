@@ -9,6 +9,7 @@ effective-movement detector decide when the active block has converged.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from torch import nn
 
-from profl_strategy.condense import condense_into_output_module
+from profl_strategy.condense import carry_forward, condense_into_output_module
 from profl_strategy.feasibility import check_feasible
 from profl_strategy.memory import ModelKey
 from profl_strategy.movement import ConvergenceDetector, sampling_noise
@@ -31,10 +32,17 @@ from profl_strategy.plan_picker import PLAIN, PlanPicker
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, step_record
 from profl_strategy.replies import REFUSED, merge_weighted, reply_problem, weighted_mean
 from profl_strategy.schedule import ProgressiveSchedule
-from profl_strategy.step_model import STAGE_SHRINK, GlobalModel, Step, StepModel
+from profl_strategy.step_model import STAGE_GROW, STAGE_SHRINK, GlobalModel, Step, StepModel
 
+REASK_LEFT_OUT_ROUNDS = 10  # a node left out for want of a budget is asked again after this
 Evaluator = Callable[[int, nn.Module], dict[str, float]]
 RoundHook = Callable[[dict[str, Any]], None]
+
+
+def _mb(value: float) -> str:
+    """A budget for the log: two decimals at most, no trailing zeros (3, 9.5, 7.25)."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text if text not in ("0", "-0") else f"{value:.2g}"
 
 
 class ProFL(FedAvg):
@@ -109,6 +117,10 @@ class ProFL(FedAvg):
         self.budgets: dict[int, float] = {}
         self.budget_sources: dict[int, str] = {}
         self.partition_ids: dict[int, int] = {}
+        # node -> (round asked, why): nodes without a usable budget (bad node-config,
+        # failed budget query), not selected and not asked every round
+        self.left_out: dict[int, tuple[int, str]] = {}
+        self._online_before: set[int] | None = None
         self.history: list[dict[str, Any]] = []
         self.refusals = 0
         self.server_round = 0
@@ -146,10 +158,30 @@ class ProFL(FedAvg):
         return nn.utils.parameters_to_vector(self.model.blocks[t].parameters()).detach()
 
     def discover_budgets(self, grid: Grid, server_round: int, timeout: float) -> None:
-        """Ask nodes the strategy has not heard from for their memory budget."""
-        new = [n for n in grid.get_node_ids() if n not in self.budgets]
-        if not new:
+        """Ask online nodes the strategy has no budget for (or that reconnected) for one.
+
+        A node whose node-config the run cannot use (the ClientApp answers
+        ``config-error``), or whose query fails, is logged once and left out: it
+        is asked again only every :data:`REASK_LEFT_OUT_ROUNDS` rounds or when it
+        reconnects, so a node restarted with a fixed config rejoins without a
+        query every round. A node that went offline and came back is asked again,
+        as it may have restarted with another ``memory-mb``.
+        """
+        online = list(grid.get_node_ids())
+        back = set(online) - self._online_before if self._online_before is not None else set()
+        self._online_before = set(online)
+        ask = [
+            n
+            for n in online
+            if n in back
+            or (n not in self.budgets and n not in self.left_out)
+            or (n in self.left_out and server_round - self.left_out[n][0] >= REASK_LEFT_OUT_ROUNDS)
+        ]
+        if not ask:
             return
+        for n in ask:  # the next question in REASK_LEFT_OUT_ROUNDS, answered or not
+            if n in self.left_out:
+                self.left_out[n] = (server_round, self.left_out[n][1])
         msgs = [
             Message(
                 RecordDict({"config": ConfigRecord(dict(self.run_config))}),
@@ -158,27 +190,76 @@ class ProFL(FedAvg):
                 group_id=str(server_round),
                 ttl=timeout,
             )
-            for n in new
+            for n in ask
         ]
-        for reply in grid.send_and_receive(msgs, timeout=timeout):
-            if reply.has_error():
-                log(
-                    WARNING,
-                    "budget query failed on node %s: %s",
-                    reply.metadata.src_node_id,
-                    reply.error.reason,
-                )
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        # An error the SuperLink wrote (node gone) does not come from the node itself.
+        dst = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs}
+        for reply in replies:
+            nid = dst.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            why = self._budget_problem(reply)
+            if why:
+                self._leave_out(nid, server_round, why)
                 continue
+            if self.left_out.pop(nid, None):
+                log(INFO, "node %s now states a usable budget and joins the run", nid)
             m = reply.content["metrics"]
-            nid = reply.metadata.src_node_id
             self.budgets[nid] = float(m["memory-mb"])
             self.partition_ids[nid] = int(m.get("partition-id", -1))
-            self.budget_sources[nid] = str(reply.content["config"]["source"])
-        log(INFO, "budgets known for %d nodes: %s", len(self.budgets), self.budget_summary())
+            source = reply.content.config_records.get("config", ConfigRecord()).get("source")
+            self.budget_sources[nid] = str(source)
+        log(INFO, "budgets known for %s", self.budget_summary(online))
 
-    def budget_summary(self) -> str:
-        """Budgets in MB, smallest first, for the log."""
-        return ", ".join(f"{b:.0f}" for b in sorted(self.budgets.values()))
+    def _leave_out(self, node: int, server_round: int, why: str) -> None:
+        """Leave a node without a usable budget out; log why once, not every time it is asked."""
+        self.budgets.pop(node, None)
+        if self.left_out.get(node, (0, ""))[1] != why:
+            log(
+                WARNING,
+                "node %s is left out of the run (asked again in %d rounds or when it "
+                "reconnects): %s",
+                node,
+                REASK_LEFT_OUT_ROUNDS,
+                why,
+            )
+        self.left_out[node] = (server_round, why)
+
+    @staticmethod
+    def _budget_problem(reply: Message) -> str | None:
+        """Why a budget reply gives no usable budget (the node's own words if it says), or None."""
+        if reply.has_error():
+            return f"budget query failed: {reply.error.reason}"
+        content = reply.content
+        if "config" in content.config_records and "config-error" in content["config"]:
+            return str(content["config"]["config-error"])
+        metrics = content.metric_records.get("metrics")
+        mb = metrics.get("memory-mb") if metrics is not None else None
+        if not isinstance(mb, int | float) or not math.isfinite(mb):
+            return (
+                f"its budget reply has memory-mb={mb!r}, not a finite number of MB; "
+                "check the node's --node-config memory-mb"
+            )
+        return None
+
+    def budget_summary(self, online: Iterable[int] | None = None) -> str:
+        """``N online nodes: budgets in MB, smallest first``, and how many are offline or out.
+
+        Only nodes in ``online`` (all known nodes when None) are counted and
+        listed; budgets keep two decimals (9.5 stays 9.5), repeats are counted.
+        """
+        now = set(self.budgets if online is None else online)
+        counts = Counter(b for n, b in self.budgets.items() if n in now)
+        listed = ", ".join(
+            f"{_mb(b)}" + (f" (x{c})" if c > 1 else "") for b, c in sorted(counts.items())
+        )
+        text = f"{sum(counts.values())} online nodes: {listed or 'none'} MB"
+        offline = sum(n not in now for n in self.budgets)
+        refused = sum(n in now for n in self.left_out)
+        if offline:
+            text += f"; {offline} offline, not counted"
+        if refused:
+            text += f"; {refused} left out (no usable budget)"
+        return text
 
     def fits(self, step: Step, nodes: Iterable[int]) -> dict[int, tuple[str, float] | None]:
         """Per node with a known budget: ``(plan, estimated peak MB)`` for ``step``, or None."""
@@ -202,7 +283,7 @@ class ProFL(FedAvg):
         online = set(grid.get_node_ids())
         fits = self.fits(step, online)
         eligible = sorted((n for n, fit in fits.items() if fit), key=self._order)
-        k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
+        k = self.selection_size(len(online), len(eligible))
         selected = sorted(self.rng.sample(eligible, k), key=self._order)
         keys, self._sent_keys = self.step_keys(step)
         sub = ArrayRecord({k_: arrays[k_] for k_ in keys})
@@ -240,6 +321,15 @@ class ProFL(FedAvg):
                 )
             )
         return msgs
+
+    def selection_size(self, online: int, eligible: int) -> int:
+        """Nodes a round trains: ``fraction-train`` of the nodes online (at least
+        ``min-train-nodes``), as many as are eligible.
+
+        The same rule for every method, so ProFL's small steps and the
+        baselines' whole models see the same number of nodes a round.
+        """
+        return min(eligible, max(int(online * self.fraction_train), self.min_train_nodes))
 
     def _order(self, node_id: int) -> tuple[int, int]:
         """Stable node order (partition id first), so a seed fixes selection and sums."""
@@ -363,6 +453,10 @@ class ProFL(FedAvg):
                 step.block + 1,
                 copied,
             )
+        if step.stage == STAGE_GROW and step.block > 0 and self.method_config.get("carry_forward"):
+            copied = carry_forward(self.model, step.block, block_trained=self.schedule.shrinks)
+            log(INFO, "stage 2: step %s starts from step %s's output module (%d layers)",
+                step, Step(STAGE_GROW, step.block - 1), copied)  # fmt: skip
         self.detector.reset(self.block_params(step.block))
         self._step_started = step
 
@@ -388,12 +482,12 @@ class ProFL(FedAvg):
         if not msgs:
             log(
                 WARNING,
-                "round %d: no node can hold step %s (needs %.1f MB; budgets %s); "
+                "round %d: no node can hold step %s (needs %.1f MB; budgets of %s); "
                 "the step is skipped",
                 server_round,
                 step,
                 self._last["need_mb"],
-                self.budget_summary(),
+                self.budget_summary(grid.get_node_ids()),
             )
             transition = self.schedule.skip("no-eligible-node")
         else:

@@ -60,8 +60,11 @@ def build_strategy(cfg: DictConfig, key: ModelKey, record: ConfigRecord) -> ProF
         m.max_rounds_stage2,
         shrink=m.shrink,
         full_model_rounds=cfg.num_rounds if m.full_model else 0,
+        budget=cfg.num_rounds if m.share_rounds else 0,
     )
-    detector = ConvergenceDetector(m.em.window, m.em.threshold, m.em.patience, m.em.variant)
+    detector = ConvergenceDetector(
+        m.em.window, m.em.threshold, m.em.patience, m.em.variant, m.em.norm, m.em.sample
+    )
     strategy_cls = get_class(m.strategy)
     return strategy_cls(
         model_key=key,

@@ -8,7 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import budget as budget_handler
 from client_app.app import train as train_handler
-from profl_strategy.budgets import MemoryProfile
+from profl_strategy.budgets import MemoryProfile, NodeConfigError
 from profl_strategy.memory import ModelKey, estimate_full, estimate_step
 from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, run_record, step_record
 from profl_strategy.step_model import GlobalModel, Step, StepModel
@@ -131,3 +131,26 @@ def test_expired_messages_are_not_run() -> None:
     fresh = Message(RecordDict(), dst_node_id=1, message_type=TRAIN_STEP, ttl=60)
     ran = skip_expired(fresh, context(NODE), lambda m, c: Message(RecordDict(), reply_to=m))
     assert not ran.content.metric_records
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(float("nan"), "nan"), (float("inf"), "inf"), ("lots", "'lots'"), (-1, "-1"), (0, "0")],
+)
+def test_bad_memory_mb_is_answered_with_a_config_error(
+    data_dir: Path, value: object, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = context(NODE | {"memory-mb": value})
+    ctx.node_id = 4242
+    reply = budget_handler(message(data_dir, QUERY_BUDGET), ctx)
+    assert not reply.has_error() and not reply.content.metric_records  # no budget to use
+    error = reply.content["config"]["config-error"]
+    assert error.startswith(f"SuperNode 4242: node-config memory-mb={shown} is not allowed")
+    assert "finite number of MB > 0" in error
+    assert error in caplog.text  # and the node's own log says so
+
+
+def test_train_message_for_a_bad_node_fails_with_the_config_error(data_dir: Path) -> None:
+    bad = NODE | {"memory-mb": float("nan")}
+    with pytest.raises(NodeConfigError, match="SuperNode 1: node-config memory-mb=nan"):
+        train_handler(message(data_dir, TRAIN_STEP), context(bad))

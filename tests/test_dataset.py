@@ -1,4 +1,4 @@
-"""Tests for client_app.dataset: partitions, local readers, loaders, hub errors.
+"""Tests for client_app.dataset: partitions and their cache, local readers, loaders, hub errors.
 
 They read the offline data in ``shared/data`` (or ``$PROFL_DATA_DIR``) and never
 download anything: hub code paths run against an in-memory fake of
@@ -47,6 +47,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ds.clear_caches()
         yield folder
         ds.clear_caches()
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty cache for one test (the module's cache stays for the others)."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("PROFL_CACHE_DIR", str(folder))
+    return folder
 
 
 def _rows(kind: str, seed: int, *, alpha: float = 0.3) -> list[np.ndarray]:
@@ -100,6 +108,116 @@ def test_load_partition_matches_rows() -> None:
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(images, full_x[rows])
     np.testing.assert_array_equal(labels, full_y[rows])
+
+
+# One node's partition: the arguments of load_partition after the dataset, id and count.
+SPLIT: dict = {
+    "partitioner": "dirichlet",
+    "alpha": 0.3,
+    "shards_per_partition": 2,
+    "seed": 0,
+    "data_dir": DATA,
+}
+
+
+def _uncached(**split: object) -> tuple[np.ndarray, np.ndarray]:
+    """Partition 2 of fmnist straight from the partitioner, never through the disk cache."""
+    rows = ds.partition_rows("fmnist", 2, NUM_PARTITIONS, **split)
+    images, labels = ds._local_full("fmnist", "train", DATA)
+    return images[rows], labels[rows]
+
+
+def _assert_arrays_equal(got: tuple[np.ndarray, ...], want: tuple[np.ndarray, ...]) -> None:
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+def test_partition_is_cached_and_read_back_identically(
+    fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    files = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    assert all(path.is_file() for path in files)
+    assert not list(fresh_cache.rglob("*.tmp"))
+
+    def split_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("split again although the partition is cached")
+
+    monkeypatch.setattr(ds, "_split_partition", split_again)
+    ds.clear_caches()  # as in a fresh process: nothing left in memory
+    cached = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    _assert_arrays_equal(first, _uncached(**SPLIT))
+    _assert_arrays_equal(cached, first)
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"alpha": 0.5}])
+def test_changed_key_does_not_read_a_stale_partition(fresh_cache: Path, change: dict) -> None:
+    # A recognisable stand-in where the unchanged key's partition is cached.
+    stale = (np.full((3, 28, 28, 1), 7, dtype=np.uint8), np.arange(3, dtype=np.int64))
+    files = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    for path, array in zip(files, stale, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, array)
+    _assert_arrays_equal(ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT), stale)
+    changed = SPLIT | change
+    got = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **changed)
+    _assert_arrays_equal(got, _uncached(**changed))
+
+
+def test_cache_key_covers_what_decides_the_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def name(
+        dataset: str = "fmnist", pid: int = 2, n: int = NUM_PARTITIONS, **change: object
+    ) -> str:
+        return ds.partition_cache_files(dataset, pid, n, **(SPLIT | change))[0].name
+
+    other_data = tmp_path / "data"
+    raw = other_data / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in ds.split_files("fmnist", "train", DATA):
+        (raw / path.name).write_bytes(b"idx")
+    names = [
+        name(),
+        name("mnist"),
+        name(pid=3),
+        name(n=NUM_PARTITIONS + 1),
+        name(partitioner="shards"),
+        name(alpha=0.5),
+        name(shards_per_partition=3),
+        name(seed=1),
+        name(data_dir=""),  # the hub's copy
+        name(data_dir=str(other_data)),
+    ]
+    labels_file = raw / "train-labels-idx1-ubyte"
+    labels_file.write_bytes(b"idx, replaced")  # a replaced data file
+    names.append(name(data_dir=str(other_data)))
+    os.utime(labels_file, ns=(0, 0))  # same size, other mtime
+    names.append(name(data_dir=str(other_data)))
+    monkeypatch.setattr(ds, "PARTITION_CACHE_VERSION", ds.PARTITION_CACHE_VERSION + 1)
+    names.append(name())
+    assert len(set(names)) == len(names), names
+
+
+def test_unreadable_cache_is_rebuilt(fresh_cache: Path) -> None:
+    images_file, labels_file = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    labels_file.parent.mkdir(parents=True)
+    labels_file.write_bytes(b"half a file")
+    got = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    _assert_arrays_equal(got, _uncached(**SPLIT))
+    _assert_arrays_equal((np.load(images_file), np.load(labels_file)), got)
+
+
+def test_unwritable_cache_warns_and_still_loads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("PROFL_CACHE_DIR", str(not_a_folder))
+    with pytest.warns(UserWarning, match="PROFL_CACHE_DIR"):
+        got = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    _assert_arrays_equal(got, _uncached(**SPLIT))
 
 
 def test_subsample_is_a_seeded_share_of_the_partition() -> None:
@@ -271,15 +389,16 @@ def _fake_hub(name: str, n: int) -> datasets.DatasetDict:
 
 
 @pytest.mark.parametrize("name", ["femnist", "cifar10"])
-def test_hub_path_with_fake_hub(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_hub_path_with_fake_hub(
+    monkeypatch: pytest.MonkeyPatch, fresh_cache: Path, name: str
+) -> None:
     fake = _fake_hub(name, 200)
     monkeypatch.setattr(datasets, "load_dataset", lambda **_: fake)
     c, h, w = ds.DATASETS[name].input_shape
+    split = {"partitioner": "iid", "alpha": 1.0, "shards_per_partition": 2, "seed": 7}
     ids = []
     for pid in range(4):
-        x, y = ds.load_partition(
-            name, pid, 4, partitioner="iid", alpha=1.0, shards_per_partition=2, seed=7, data_dir=""
-        )
+        x, y = ds.load_partition(name, pid, 4, data_dir="", **split)
         assert x.shape[1:] == (h, w, c) and x.dtype == np.uint8 and y.dtype == np.int64
         ids.append(x[:, 0, 0, 0])
     test_x, _ = ds.load_test(name, data_dir="", seed=7)
@@ -290,6 +409,12 @@ def test_hub_path_with_fake_hub(monkeypatch: pytest.MonkeyPatch, name: str) -> N
         assert not set(train_ids) & set(test_x[:, 0, 0, 0])
     else:
         assert len(train_ids) == 200 and len(test_x) == 50
+    # Hub partitions are cached too: read back without the hub.
+    monkeypatch.setattr(datasets, "load_dataset", None)
+    ds.clear_caches()
+    np.testing.assert_array_equal(
+        ds.load_partition(name, 3, 4, data_dir="", **split)[0][:, 0, 0, 0], ids[3]
+    )
 
 
 def test_hub_failure_tells_how_to_use_local_data(monkeypatch: pytest.MonkeyPatch) -> None:

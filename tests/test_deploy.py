@@ -1,7 +1,8 @@
 """A real, secure deployment on 127.0.0.1: SuperLink with TLS and SuperNode
 authentication, three SuperNodes with different memory budgets (one below every
-step), a short ProFL run through both stages, and a SuperNode with an
-unregistered key that must be refused.
+step), a fourth with ``memory-mb=nan`` that the run must leave out, a short ProFL
+run through both stages, and a SuperNode with an unregistered key that must be
+refused, with a message that names its key.
 
 Drives the scripts in deploy/ exactly as a user would; everything started is
 stopped by deploy/down.sh in the fixture finalizer, also when a test fails.
@@ -13,9 +14,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +31,10 @@ DATA = Path(
     os.environ.get("PROFL_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
 WIDTH = 0.25
+# 4 steps per stage, one round each: num-server-rounds also caps stage 2 where it shares
+# the run's round budget among its steps (share-rounds).
 RUN_CONFIG = (
-    "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=1 "
+    "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=1 num-server-rounds=8 "
     f"width={WIDTH} partitioner='iid' seed=0"
 )
 NUM_PARTITIONS = 10  # 6k Fashion-MNIST images per node keeps a round short on CPU
@@ -121,8 +126,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     ), f"the middle budget {budgets[1]} should hold some steps but not all: {needs}"
 
     state = tmp_path_factory.mktemp("profl-deploy")
-    link_port, *ports = _free_ports(1 + len(budgets) + 1)
-    node_ports, rogue_port = ports[:-1], ports[-1]
+    link_port, *ports = _free_ports(1 + len(budgets) + 2)
+    node_ports, rogue_port, nan_port = ports[:-2], ports[-2], ports[-1]
 
     def down() -> None:
         proc = _sh([DEPLOY / "down.sh", "--state", state, "--grace", "5"], timeout=120)
@@ -149,8 +154,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     node_budget = {int(r.split("\t")[1]): float(r.split("\t")[2]) for r in rows}
     node_index = {int(r.split("\t")[1]): int(r.split("\t")[0]) for r in rows}
     assert sorted(node_budget.values()) == sorted(budgets)
+    nan_node = _start_nan_node(state, len(budgets), nan_port, f"127.0.0.1:{link_port}", request)
     return {
         "state": state,
+        "nan_node": nan_node,
         "budgets": budgets,
         "needs": needs,
         "node_budget": node_budget,
@@ -158,6 +165,61 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
         "rogue_port": rogue_port,
         "out": tmp_path_factory.mktemp("profl-deploy-out"),
     }
+
+
+def _start_nan_node(
+    state: Path, index: int, port: int, superlink: str, request: pytest.FixtureRequest
+) -> int:
+    """Register one more key and start its SuperNode with ``memory-mb=nan``; its node id.
+
+    Started as a user would start a device by hand (docs/deployment.md §3), in its own
+    process group, which the finalizer stops.
+    """
+    certs = _sh([DEPLOY / "certs.sh", "--dir", state, "--nodes", index + 1], timeout=120)
+    assert certs.returncode == 0, _show(certs)
+    key = state / "keys" / f"node{index}"
+    env = _env() | {"FLWR_HOME": str(state / ".flwr" / "cli"), "OMP_NUM_THREADS": "1"}
+    reg = subprocess.run(
+        ["flwr", "supernode", "register", f"{key}.pub", "profl-tls", "--format", "json"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert '"node-id"' in reg.stdout, f"registering {key}.pub failed: {reg.stdout}{reg.stderr}"
+    node_id = int(json.loads(reg.stdout)["node-id"])
+    home = state / ".flwr" / f"node{index}"
+    home.mkdir(parents=True)
+    log = state / "logs" / f"node{index}.log"
+    config = f"partition-id={index} num-partitions={NUM_PARTITIONS} memory-mb=nan data-dir='{DATA}'"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                "flower-supernode",
+                "--root-certificates", str(state / "certs" / "ca.crt"),
+                "--superlink", superlink,
+                "--auth-supernode-private-key", str(key),
+                "--port", str(port),
+                "--node-config", config,
+            ],
+            env=env | {"FLWR_HOME": str(home)}, cwd=home, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def stop() -> None:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)  # its own group: the SuperNode and its children
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+
+    request.addfinalizer(stop)
+    deadline = time.monotonic() + 120
+    while "SuperNode ID:" not in log.read_text():  # activated: online before the run starts
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    return node_id
 
 
 def test_unregistered_supernode_is_refused(deployment) -> None:
@@ -174,6 +236,22 @@ def test_unregistered_supernode_is_refused(deployment) -> None:
     assert proc.returncode == 0, "the rogue SuperNode was not refused:\n" + _show(proc) + log
     assert "Failed to activate" in log
     assert "SuperNode ID:" not in log
+    # The user is told which key is unknown and how to register it, not "a network fault".
+    key = deployment["state"] / "rogue" / "key"
+    assert f"SuperNode rogue (key {key}) is not registered with the SuperLink" in proc.stderr
+    cli = deployment["state"] / ".flwr" / "cli"
+    assert f"FLWR_HOME={cli} flwr supernode register {key}.pub profl-tls" in proc.stderr
+    # ...and only about that key: a registered key is not reported as unknown.
+    state = deployment["state"]
+    other = subprocess.run(
+        [
+            "bash", "-c", 'source deploy/lib.sh && explain_unregistered "$@"', "-",
+            "0", state / "keys" / "node0", state / "logs" / "rogue.log",
+            state / "logs" / "superlink.log", cli,
+        ],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert other.returncode == 1 and "not registered" not in other.stderr, other.stderr
 
 
 def test_profl_run_through_both_stages_within_budgets(deployment) -> None:
@@ -205,10 +283,20 @@ def test_profl_run_through_both_stages_within_budgets(deployment) -> None:
     server_needs = summary["step_peak_mb_est"]
     assert server_needs == pytest.approx(deployment["needs"], abs=0.01), server_needs
 
-    # Every node reported its budget, the too-small one included.
+    # Every node reported its budget, the too-small one included; the log says them as
+    # they are (two decimals), and says once why the memory-mb=nan node is left out.
     budgets = deployment["budgets"]
     assert sorted(summary["budgets_mb"]) == pytest.approx(sorted(budgets))
     assert summary["refusals"] == 0
+    listed = ", ".join(f"{b:g}" for b in sorted(budgets))
+    line = f"budgets known for 3 online nodes: {listed} MB; 1 left out (no usable budget)"
+    assert line in run.stdout, run.stdout[-6000:]
+    nan_node = deployment["nan_node"]
+    left_out = re.findall(rf"node {nan_node} is left out of the run.*", run.stdout)
+    assert len(left_out) == 1, left_out
+    assert f"SuperNode {nan_node}: node-config memory-mb=nan is not allowed" in left_out[0]
+    assert "finite number of MB > 0" in left_out[0]
+    assert all(nan_node not in {int(c["node"]) for c in r["selected_nodes"]} for r in rounds)
 
     # No node was ever asked for a step above its budget (budgets from up.sh's node-config).
     node_budget = deployment["node_budget"]
@@ -245,6 +333,9 @@ def test_profl_run_through_both_stages_within_budgets(deployment) -> None:
             assert n_train == 0, f"the {node_budget[nid]} MB node was sent a step"
             assert "Receiving: query.budget" in text
     assert received == selected_count
+    nan_log = (logs / f"node{len(node_budget)}.log").read_text()
+    assert "Receiving: query.budget" in nan_log and "Receiving: train.step" not in nan_log
+    assert "node-config memory-mb=nan is not allowed" in nan_log  # the node's own log says so
 
 
 def test_down_stops_every_process(deployment) -> None:

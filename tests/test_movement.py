@@ -124,3 +124,30 @@ def test_detector_feeds_noise_and_checkpoints_it() -> None:
     copy = ConvergenceDetector(window=4, threshold=0.5, patience=2, variant="denoised")
     copy.load_state_dict(det.state_dict())
     assert list(copy.noise) == list(det.noise) and len(copy.noise) == 4
+
+
+def test_l1_norm_form_of_the_authors_code() -> None:
+    # two steps: +1 on one coordinate, then +1 on another: L1 net 2 / path 2 = 1,
+    # L2 net sqrt(2) / path 2
+    w = [torch.zeros(2), torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])]
+    assert effective_movement(w, norm="l1") == pytest.approx(1.0)
+    assert effective_movement(w, norm="l2") == pytest.approx(2**0.5 / 2)
+    with pytest.raises(ValueError, match="norm"):
+        effective_movement(w, norm="l3")
+
+
+def test_detector_watches_a_fixed_sample_of_the_parameters() -> None:
+    det = ConvergenceDetector(window=2, threshold=0.5, patience=1, norm="l1", sample=10)
+    start = torch.zeros(1000)
+    det.reset(start)
+    assert det.index is not None and len(det.index) == 10
+    first = det.index.clone()
+    det.reset(start)  # the same block size draws the same sample
+    assert torch.equal(first, det.index)
+    # a move outside the sample is invisible; inside it counts
+    outside = torch.ones(1000)
+    outside[first] = 0.0
+    assert det.update(outside) is None and det.update(outside) == 0.0
+    restored = ConvergenceDetector(window=2, threshold=0.5, patience=1, norm="l1", sample=10)
+    restored.load_state_dict(det.state_dict())
+    assert torch.equal(restored.index, det.index)

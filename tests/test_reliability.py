@@ -46,6 +46,12 @@ def config(data_dir: Path, out: Path, **extra: object) -> dict:
         "max-rounds-stage2": 2,
         "em-window": 2,
         "eval-every": 100,
+        # the progressive machinery these tests check: both stages, each step at its cap
+        # (not the run's budget shared out), plain training unless a test asks for plans,
+        # one-block output modules (these budgets are sized for them)
+        "share-rounds": False,
+        "overrides": "method.shrink=true method.output_depth=1",
+        "plans": "off",
         **extra,
     }
 

@@ -63,3 +63,47 @@ def test_finished_full_model_run_resumes_with_more_rounds() -> None:
     same = ProgressiveSchedule(4, 1, 1, 1, full_model_rounds=3)
     same.load_state_dict(done.state_dict())
     assert same.done  # the same cap: nothing left to train
+
+
+def _walk(s: ProgressiveSchedule, converged_at: dict[str, int] | None = None) -> list[tuple]:
+    """Run a schedule to its end; a step 'converges' after the rounds given for it."""
+    ends, rounds = [], 0
+    while not s.done:
+        step = str(s.current)
+        rounds += 1
+        t = s.record_round(converged=s.rounds_in_step + 1 >= (converged_at or {}).get(step, 10**9))
+        if t:
+            ends.append((step, t.reason, t.rounds))
+    return ends
+
+
+def test_stage2_shares_the_run_budget_and_the_last_step_trains_to_its_end() -> None:
+    s = ProgressiveSchedule(3, min_rounds=2, max_rounds_shrink=3, max_rounds_grow=4, budget=40)
+    ends = _walk(s)
+    assert [e[2] for e in ends[:3]] == [3, 3, 3]  # stage 1 keeps its caps
+    # 31 rounds left for three stage-2 steps: 10, then 21 // 2 = 10, then the rest
+    assert [e[2] for e in ends[3:]] == [10, 10, 11]
+    assert s.rounds_total == 40 == s.max_rounds()
+
+
+def test_rounds_a_converged_step_saves_go_to_later_steps() -> None:
+    s = ProgressiveSchedule(2, min_rounds=2, max_rounds_shrink=2, max_rounds_grow=2, budget=24)
+    ends = _walk(s, converged_at={"s2b0": 3, "s2b1": 3})
+    assert ends[2] == ("s2b0", "converged", 3)
+    # the last step does not end on convergence: it trains until the budget is spent
+    assert ends[3] == ("s2b1", "round-cap", 24 - 4 - 3)
+
+
+def test_a_budget_smaller_than_stage_1_leaves_stage_2_its_minimum() -> None:
+    s = ProgressiveSchedule(2, min_rounds=2, max_rounds_shrink=3, max_rounds_grow=3, budget=4)
+    ends = _walk(s)
+    assert [e[2] for e in ends] == [3, 3, 2, 2]  # the ServerApp stops the run at 4
+
+
+def test_budget_position_survives_a_checkpoint() -> None:
+    a = ProgressiveSchedule(2, 1, 1, 1, budget=12)
+    for _ in range(4):
+        a.record_round(converged=False)
+    b = ProgressiveSchedule(2, 1, 1, 1, budget=12)
+    b.load_state_dict(a.state_dict())
+    assert (b.current, b.cap(), b.step_started_at) == (a.current, a.cap(), a.step_started_at)

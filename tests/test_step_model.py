@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from client_app.train import train_step
-from profl_strategy.condense import condense_into_output_module
+from profl_strategy.condense import carry_forward, condense_into_output_module
 from profl_strategy.memory import ModelKey
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import GlobalModel, Step, StepModel
@@ -83,3 +83,30 @@ def test_stage_1_hands_trained_layers_to_the_earlier_output_module() -> None:
     assert torch.equal(conv_block, conv_standin)
     with pytest.raises(ValueError):
         condense_into_output_module(model, 4)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_stage2_handover_carries_the_trained_output_module_forward() -> None:
+    torch.manual_seed(0)
+    spec = ModelKey("cnn", 10, (1, 28, 28), 0.5).spec()
+    model = GlobalModel(spec, out_depth=0)  # every output module ends in the model's head
+    block1 = {k: v.clone() for k, v in model.blocks[1].state_dict().items()}
+    assert carry_forward(model, 1, block_trained=True) > 0
+    assert _same(model.out["1"].head, model.out["0"].head)
+    for mine, theirs in zip(model.out["1"].standins, model.out["0"].standins[1:], strict=True):
+        assert _same(mine, theirs)
+    # a block stage 1 trained keeps its weights ...
+    assert all(torch.equal(v, block1[k]) for k, v in model.blocks[1].state_dict().items())
+    # ... one it never trained starts from the stand-in that was trained in its place
+    carry_forward(model, 2, block_trained=False)
+    first_conv = model.blocks[2][0][0].weight
+    assert torch.equal(first_conv, model.out["1"].standins[0][0][0].weight)
+    # the last step starts with the classifier the step before it trained
+    carry_forward(model, 3, block_trained=True)
+    assert _same(model.head, model.out["2"].head)
+    with pytest.raises(ValueError, match="stage-2 step 0"):
+        carry_forward(model, 0, block_trained=True)

@@ -1,10 +1,10 @@
 """The baselines as subclasses of :class:`~profl_strategy.strategy.ProFL`.
 
 They reuse everything of ProFL that is not the method: budget discovery,
-selection size (``fraction-train`` of the eligible nodes, at least
-``min-train-nodes``), reply validation rules, the ``min-replies`` rule, the
-round loop, evaluation, checkpoints and the results record. What changes is
-which sub-model each node trains and how replies are merged:
+selection size (``fraction-train`` of the online nodes, at least
+``min-train-nodes``, capped by the eligible ones), reply validation rules,
+the ``min-replies`` rule, the round loop, evaluation, checkpoints and the
+results record. What changes is which sub-model each node trains and how replies are merged:
 
 - :class:`AllSmall`: one width-scaled model that the smallest known budget
   holds, trained by every node (plain FedAvg).
@@ -175,7 +175,7 @@ class SubModelStrategy(ProFL):
         online = set(grid.get_node_ids())
         tiers = self.assignments(n for n in self.budgets if n in online)
         eligible = sorted(tiers, key=self._order)
-        k = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
+        k = self.selection_size(len(online), len(eligible))
         selected = sorted(self.rng.sample(eligible, k), key=self._order)
         payloads: dict[Tier, Payload] = {}
         msgs, self._expect, down = [], {}, 0

@@ -1,13 +1,18 @@
-"""Block-partitioned architectures for progressive (block-by-block) training."""
+"""Block-partitioned architectures for progressive (block-by-block) training.
+
+The architectures are imported on first use (:func:`build_spec`, or an
+attribute such as ``CNNSpec``), not with this package: they need torchvision,
+which takes seconds to import, and a deployed ClientApp process that only
+answers a budget query never builds a model.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from profl_strategy.models.base import BlockNetSpec
 from profl_strategy.models.blocknet import BlockNet, build_full_model
-from profl_strategy.models.cnn import CNNSpec
-from profl_strategy.models.resnet import LAYERS, ResNetSpec
-from profl_strategy.models.vgg import VGGSpec
-from profl_strategy.models.vit import ViTSpec
 
 __all__ = [
     "MODEL_NAMES",
@@ -33,6 +38,21 @@ MODEL_NAMES = (
     "vgg16_fine",
 )
 FINE = "_fine"
+# Module (under this package) of each name imported on first access.
+_LAZY = {
+    "CNNSpec": "cnn",
+    "LAYERS": "resnet",
+    "ResNetSpec": "resnet",
+    "VGGSpec": "vgg",
+    "ViTSpec": "vit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import an architecture's module when one of its names is first asked for."""
+    if name in _LAZY:
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_spec(
@@ -61,6 +81,11 @@ def build_spec(
         For an unknown ``name``, a non-positive ``width`` or a shape the
         architecture cannot take.
     """
+    from profl_strategy.models.cnn import CNNSpec
+    from profl_strategy.models.resnet import LAYERS, ResNetSpec
+    from profl_strategy.models.vgg import VGGSpec
+    from profl_strategy.models.vit import ViTSpec
+
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     if not width > 0:

@@ -3,6 +3,11 @@
 Copied into a throw-away copy of the app by ``tests/test_faults_simulation.py``
 and named as its ``clientapp``, so a real Ray simulation meets crashing, slow,
 timed-out and lying clients. Never part of the shipped app.
+
+The delays are relative to each message's own deadline (``created_at + ttl``,
+the server's round timeout), not fixed seconds: the test sizes the round
+timeout from a healthy round measured on the same machine, so the faults keep
+their meaning however loaded the machine is.
 """
 
 from __future__ import annotations
@@ -10,17 +15,21 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.app import budget, train
 from client_app.mods import skip_expired
 
-# partition id -> fault; the other partitions are honest
-FAULTS = {0: "crash", 1: "timeout-once", 2: "slow", 3: "nan", 4: "lie", 5: "shape", 6: "extra-key"}
-TIMEOUT_SLEEP_S = 45.0  # longer than the test's round-timeout
-SLOW_SLEEP_S = 2.0  # well within it
+# partition id -> fault; the other partitions are honest. The simulation engine
+# hands a round's messages to its actor in partition order, so the node that
+# hangs comes last and its round still gets the other nodes' replies.
+FAULTS = {0: "crash", 2: "slow", 3: "nan", 4: "lie", 5: "shape", 6: "extra-key", 9: "timeout-once"}
+SLOW_SHARE = 0.1  # the slow node waits this share of the round timeout: late, never too late
+LATE_BY_S = 1.0  # the hanging node wakes this long after the server stopped waiting
 
+# Only skip_expired, not the shipped app's thread pinning: the test runs every
+# process on one torch thread (OMP_NUM_THREADS=1), whatever Ray assigns.
 app = ClientApp(mods=[skip_expired])
 app.query("budget")(budget)
 
@@ -33,6 +42,11 @@ def _first_time(context: Context, flag: str) -> bool:
     return first
 
 
+def _seconds_left(msg: Message) -> float:
+    """Seconds until the server stops waiting for this message's reply."""
+    return msg.metadata.created_at + msg.metadata.ttl - time.time()
+
+
 @app.train("step")
 def faulty_train(msg: Message, context: Context) -> Message:
     """The real training handler, then the partition's fault."""
@@ -40,10 +54,13 @@ def faulty_train(msg: Message, context: Context) -> Message:
     if fault == "crash":
         raise RuntimeError("injected crash")
     if fault == "timeout-once" and _first_time(context, "slept"):
-        time.sleep(TIMEOUT_SLEEP_S)
-    if fault == "slow":
-        time.sleep(SLOW_SLEEP_S)
+        # Hang past the deadline, then give up without training: the actor is
+        # free again exactly when the next round starts.
+        time.sleep(max(0.0, _seconds_left(msg)) + LATE_BY_S)
+        return Message(RecordDict({"metrics": MetricRecord({"expired": 1})}), reply_to=msg)
     reply = train(msg, context)
+    if fault == "slow":
+        time.sleep(min(SLOW_SHARE * msg.metadata.ttl, max(0.0, _seconds_left(msg)) / 2))
     arrays = reply.content["arrays"]
     first = next(iter(arrays))
     if fault == "nan":
