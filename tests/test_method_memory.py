@@ -90,7 +90,8 @@ def test_planned_jobs_follow_each_strategys_own_choice() -> None:
     (excl,) = runs["exclusive"]  # the same job, only where it fits: one node in 20 (laptop)
     assert excl.label == full.label and 1 <= excl.count < 20
     profl = runs["profl"]
-    assert {j.label.split("/")[0] for j in profl} == {f"s{s}b{b}" for s in (1, 2) for b in range(4)}
+    # ProFL's default schedule is stage 2 only (method.shrink: false)
+    assert {j.label.split("/")[0] for j in profl} == {f"s2b{b}" for b in range(4)}
     assert max(j.est_mb for j in profl) < full.est_mb
     assert sum(j.count for j in runs["heterofl"]) == 20  # every node holds some width tier
     assert {j.kind for j in runs["depthfl"]} == {"depth:1"}

@@ -80,7 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[str, 
     cfg = (
         f"data-dir='{data_dir}' outputs-dir='{tmp / 'home' / 'out'}' width=0.25 "
         "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "
-        "fraction-train=0.3 seed=1"
+        "fraction-train=0.3 seed=1 share-rounds=false overrides='method.shrink=true'"
     )
     log, results = flwr_run(app, tmp / "home", cfg, supernodes=20)
     assert len(results) == 1, log[-3000:]
