@@ -31,11 +31,12 @@ DATA = Path(
     os.environ.get("PROFL_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
 WIDTH = 0.25
-# 4 steps per stage, one round each: num-server-rounds also caps stage 2 where it shares
-# the run's round budget among its steps (share-rounds).
+# 4 steps per stage, one round each; the progressive machinery this test checks, pinned:
+# both stages, fixed caps, plain training, one-block output modules (budgets sized for it).
 RUN_CONFIG = (
     "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=1 num-server-rounds=8 "
-    f"width={WIDTH} partitioner='iid' seed=0"
+    f"width={WIDTH} partitioner='iid' seed=0 share-rounds=false plans='off' "
+    "overrides='method.shrink=true method.output_depth=1'"
 )
 NUM_PARTITIONS = 10  # 6k Fashion-MNIST images per node keeps a round short on CPU
 
