@@ -169,6 +169,8 @@ class Settings:
     timeout: float
     app: str
     runs: list[RunSpec] = field(default_factory=list)
+    federation: str = ""  # more --federation-config, e.g. "client-resources-num-cpus=1"
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the run
 
 
 def progress(tag: str, line: str, started: float) -> bool:
@@ -190,14 +192,18 @@ def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path) -> None:
     """One ``flwr run`` with a private FLWR_HOME and ports, streaming progress."""
     home = tmp / f"home-{spec.name}"
     http, control = free_port(), free_port()
-    env = os.environ | {
-        "FLWR_HOME": str(home),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "RAY_DEDUP_LOGS": "0",
-    }
+    env = (
+        os.environ
+        | {
+            "FLWR_HOME": str(home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "RAY_DEDUP_LOGS": "0",
+        }
+        | cfg.env
+    )
     method, own = VARIANTS.get(spec.method, (spec.method, ""))
     run_config = " ".join(
         [
@@ -212,7 +218,7 @@ def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path) -> None:
     ).strip()
     cmd = [
         "flwr", "run", cfg.app, "--stream", "--run-config", run_config,
-        "--federation-config", f"num-supernodes={cfg.num_supernodes}",
+        "--federation-config", f"num-supernodes={cfg.num_supernodes} {cfg.federation}".strip(),
     ]  # fmt: skip
     spec.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -48,11 +48,13 @@ def usable_cpus() -> int:
 def torch_threads() -> tuple[int, str]:
     """How many intra-op threads training may use here, and why.
 
-    In a simulation actor: the CPUs Ray gave it (``client-resources-num-cpus``),
-    so actors sharing a machine do not oversubscribe its cores. Elsewhere:
-    ``OMP_NUM_THREADS`` if set (``deploy/up.sh`` sets it per SuperNode), else
-    the CPUs this process may use.
+    ``PROFL_TORCH_THREADS`` if set: an explicit choice wins. In a simulation actor:
+    the CPUs Ray gave it (``client-resources-num-cpus``), so actors sharing a
+    machine do not oversubscribe its cores. Elsewhere: ``OMP_NUM_THREADS`` if set
+    (``deploy/up.sh`` sets it per SuperNode), else the CPUs this process may use.
     """
+    if os.environ.get("PROFL_TORCH_THREADS", "").isdigit():
+        return max(1, int(os.environ["PROFL_TORCH_THREADS"])), "PROFL_TORCH_THREADS"
     ray = sys.modules.get("ray")  # only if the simulation engine loaded it
     if ray is not None and ray.is_initialized():
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")

@@ -32,3 +32,11 @@ def test_pin_threads_sets_torch_before_the_handler_runs(monkeypatch) -> None:
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+def test_profl_torch_threads_is_an_explicit_choice_that_wins(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PROFL_TORCH_THREADS", "3")
+    assert mods.torch_threads() == (3, "PROFL_TORCH_THREADS")
+    monkeypatch.setenv("PROFL_TORCH_THREADS", "many")  # not a number: ignored
+    assert mods.torch_threads() == (1, "OMP_NUM_THREADS")
