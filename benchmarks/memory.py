@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profl_strategy.memory import MB, ModelKey, estimate_full, estimate_step
+from profl_strategy.memory import MB, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import StepModel
+from profl_strategy.task.model_key import ModelKey
 
 
 def measure_cuda(model: nn.Module, key: ModelKey, batch: int) -> float:

@@ -38,14 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.plans import ResetPeakAfterFirst, host_batches, new_step_model, steady_peak_mb
-from client_app.plan_train import train_with_plan
-from client_app.train import train_step
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.baselines.width import sub_key
-from profl_strategy.memory import ModelKey, cuda_workspace_mb
+from profl_strategy.memory import cuda_workspace_mb
 from profl_strategy.models import build_full_model
-from profl_strategy.plans import Plan
+from profl_strategy.plans.plan import Plan
+from profl_strategy.plans.train import train_with_plan
 from profl_strategy.step_model import Step
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 WARMUP_BATCHES = 3
 Found = dict[tuple[str, str], list[float]]
@@ -106,7 +107,7 @@ def jobs_of_run(method: str, results: dict) -> list[Job]:
 
 def from_results(results_dir: Path) -> dict:
     """Key, batch size and jobs of every run under a comparison's results folder."""
-    from client_app.dataset import get_info  # needs flwr-datasets: phase one
+    from profl_strategy.task.dataset_info import get_info  # needs flwr-datasets: phase one
 
     out: dict = {"source": str(results_dir), "runs": []}
     for run in json.loads((results_dir / "manifest.json").read_text())["runs"]:
@@ -132,18 +133,27 @@ def from_results(results_dir: Path) -> dict:
 
 def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
     """Every job ``strategy`` would send nodes ``0 .. num_nodes-1`` over the whole run."""
-    from profl_strategy.baselines.protocol import TRAIN_WIDTH
-    from profl_strategy.baselines.submodel import SubModelStrategy
+    from profl_strategy.baselines.full_model import FullModel
+    from profl_strategy.baselines.submodel import TieredMethod
     from profl_strategy.baselines.width_strategies import AllSmall
+    from profl_strategy.plans.picker import PLAIN
+    from profl_strategy.protocol import TRAIN_WIDTH
 
     nodes = range(num_nodes)
     found: Found = {}
-    if isinstance(strategy, SubModelStrategy):
+    if isinstance(strategy, TieredMethod):
         if isinstance(strategy, AllSmall):
             strategy.fix_width()
-        kind = "width" if strategy.message_type == TRAIN_WIDTH else _depth_kind(strategy.all_heads)
         for tier in strategy.assignments(nodes).values():
+            width = strategy.order(tier, 1).message_type == TRAIN_WIDTH
+            kind = "width" if width else _depth_kind(strategy.all_heads)
             found.setdefault((kind, tier.name), []).append(tier.need_mb)
+        return _jobs(method, found)
+    if isinstance(strategy, FullModel):
+        # The whole model, to every node its round plan would make eligible: select them all.
+        strategy.fraction_train = 1.0
+        for a in strategy.plan_round(1, set(nodes)).assignments:
+            found.setdefault(("step", f"{a.order.step}/{PLAIN}"), []).append(a.order.need_mb)
         return _jobs(method, found)
     for step in strategy.schedule.steps:
         for fit in strategy.fits(step, nodes).values():
@@ -154,15 +164,12 @@ def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
 
 def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) -> dict:
     """Jobs every method would send a population of ``num_nodes`` simulated nodes."""
-    from flwr.app import ConfigRecord
     from flwr.common.config import parse_config_args
-    from hydra.utils import instantiate
 
-    from benchmarks.compare import VARIANTS
+    from benchmarks.runner import VARIANTS
     from profl_strategy.budgets import node_budget_mb
     from profl_strategy.config import compose_config
-    from profl_strategy.memory import estimate_full
-    from server_app.app import build_strategy, model_key
+    from profl_strategy.factory import build_strategy, run_spec
 
     out: dict = {"source": f"preset {preset}, {num_nodes} nodes", "runs": []}
     for method in methods:
@@ -171,14 +178,13 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
         if data_dir:
             run_config["data-dir"] = data_dir
         cfg = compose_config(run_config)
-        key, batch = model_key(cfg), int(cfg.train.batch_size)
-        strategy = build_strategy(cfg, key, ConfigRecord())
-        profile = instantiate(cfg.memory, _convert_="all")
-        full = estimate_full(key, batch).total_mb
+        run = run_spec(cfg)
+        key, batch = run.model, run.train.batch_size
+        strategy = build_strategy(cfg, run)
         for n in range(num_nodes):
             node = {"partition-id": n, "num-partitions": num_nodes}
-            strategy.budgets[n] = node_budget_mb(node, profile, full, cfg.seed)[0]
-            strategy.partition_ids[n] = n
+            strategy.budgets[n] = node_budget_mb(node, run.memory, run.full_peak_mb, run.seed)[0]
+            strategy.nodes.partition_ids[n] = n
         jobs = planned_jobs(strategy, num_nodes, method)
         out["runs"].append(_run_entry(method, key, batch, float(cfg.train.weight_decay), jobs))
         print(f"{method}: {len(jobs)} jobs", flush=True)

@@ -9,7 +9,7 @@ estimated with the memory model; on CUDA it is also measured with
 
 - full model and steps without plans: :func:`benchmarks.memory.measure_cuda`
   (``train_step`` semantics, after a warm-up step);
-- steps with a plan: :func:`client_app.plan_train.train_with_plan` over two
+- steps with a plan: :func:`profl_strategy.plans.train.train_with_plan` over two
   host batches, the peak counted from the second batch on (steady state:
   momentum buffers exist);
 - "runner" is the same runner with the no-change plan, which frees gradients
@@ -35,14 +35,15 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.memory import measure_cuda
-from client_app.plan_train import train_with_plan
-from client_app.train import evaluate, train_step
-from profl_strategy.memory import MB, ModelKey, estimate_full, estimate_step
+from profl_strategy.memory import MB, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
-from profl_strategy.plan_memory import cheapest_plan, choose_plan, estimate_plan
-from profl_strategy.plans import Plan, candidate_plans
+from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plans.plan import Plan, candidate_plans
+from profl_strategy.plans.train import train_with_plan
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import STAGE_FULL, Step, StepModel, block_shapes
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import evaluate, train_step
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -324,7 +325,7 @@ def bn_accuracy(
     Every BatchNorm layer trains, so this is the largest effect micro-batches
     can have (a ProFL step trains one block's BatchNorms).
     """
-    from client_app.dataset import load_partition, load_test, make_loader
+    from profl_strategy.task.dataset import load_partition, load_test, make_loader
 
     kw = {"partitioner": "iid", "alpha": 0.5, "shards_per_partition": 2, "seed": 0}
     images, labels = load_partition("fmnist", 0, 1, data_dir=data_dir, **kw)

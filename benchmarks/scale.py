@@ -1,7 +1,7 @@
 """How the ServerApp scales with the number of simulated SuperNodes: RSS and seconds per round.
 
 Each size is a real ``flwr run`` of a snapshot of this app (the comparison's runner,
-:func:`benchmarks.compare.run_one`), with a private Flower home and ports. While it
+:func:`benchmarks.runner.run_one`), with a private Flower home and ports. While it
 runs, the resident memory of the process that hosts the ServerApp in simulation
 (``flwr-simulation``, which also drives Ray) is sampled every second. Example::
 
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.compare import REPO, RunSpec, Settings, run_one, snapshot_app
+from benchmarks.runner import REPO, RunSpec, Settings, run_one, snapshot_app
 
 
 def _rss_mb(pid: int) -> float:

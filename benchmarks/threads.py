@@ -1,7 +1,7 @@
 """Seconds per simulated round with and without torch threads pinned per Ray actor.
 
 Each case is a real ``flwr run`` of a snapshot of this app (the comparison's runner,
-:func:`benchmarks.compare.run_one`) on the same preset, nodes, seed and rounds:
+:func:`benchmarks.runner.run_one`) on the same preset, nodes, seed and rounds:
 
 - ``1 actor x 2 threads``: Flower's default ``client-resources-num-cpus=2`` on 2 cores;
 - ``2 actors x 2 threads``: ``client-resources-num-cpus=1`` with every actor's torch forced
@@ -23,8 +23,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.compare import REPO, RunSpec, Settings, run_one, snapshot_app
-from client_app.mods import usable_cpus
+from benchmarks.runner import REPO, RunSpec, Settings, run_one, snapshot_app
+from profl_strategy.task.cpus import usable_cpus
 
 CASES = {  # name: (more --federation-config, more environment)
     "1 actor x 2 threads (num-cpus=2, Flower's default)": ("client-resources-num-cpus=2", {}),

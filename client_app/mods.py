@@ -7,9 +7,12 @@ import sys
 import time
 from logging import INFO, WARNING
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
+
+from profl_strategy.protocol import Expired
+from profl_strategy.task.cpus import usable_cpus
 
 
 def skip_expired(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -29,20 +32,8 @@ def skip_expired(msg: Message, context: Context, call_next: ClientAppCallable) -
             md.group_id,
             late,
         )
-        return Message(RecordDict({"metrics": MetricRecord({"expired": 1})}), reply_to=msg)
+        return Message(Expired(late).content(), reply_to=msg)
     return call_next(msg, context)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, within a cgroup CPU quota if any."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:  # cgroup v2: "max 100000" or "<quota> <period>"
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
-        if quota != "max":
-            cpus = min(cpus or 1, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus or 1)
 
 
 def torch_threads() -> tuple[int, str]:

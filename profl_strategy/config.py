@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from profl_strategy.movement import NORMS, VARIANTS
-from profl_strategy.plan_picker import PLAN_MODES
+from profl_strategy.plans import PLAN_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

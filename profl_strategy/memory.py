@@ -27,36 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profl_strategy.models import build_full_model, build_spec
-from profl_strategy.models.base import BlockNetSpec
+from profl_strategy.models import build_full_model
 from profl_strategy.step_model import Step, StepModel
+from profl_strategy.task.model_key import ModelKey
 
 MB = 2**20
 # Threads that run cuBLAS in one training step: the caller (forward) and
 # autograd's per-device worker thread (backward), each with its own handle.
 CUBLAS_THREADS = 2
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    """Everything that fixes a model's shapes; hashable, so estimates can be cached."""
-
-    name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    width: float = 1.0
-    out_depth: int = 0  # blocks an output module stands in for (0: all later ones)
-
-    def spec(self) -> BlockNetSpec:
-        """The architecture's block factory (built once per key)."""
-        return _spec(self.name, self.num_classes, self.input_shape, self.width)
-
-
-@lru_cache(maxsize=32)
-def _spec(
-    name: str, num_classes: int, input_shape: tuple[int, int, int], width: float
-) -> BlockNetSpec:
-    return build_spec(name, num_classes=num_classes, input_shape=input_shape, width=width)
 
 
 @dataclass(frozen=True)

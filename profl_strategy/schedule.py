@@ -17,6 +17,7 @@ run when it is spent (the ServerApp's round loop), after fewer steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from profl_strategy.step_model import STAGE_FULL, STAGE_GROW, STAGE_SHRINK, Step
 
@@ -38,6 +39,14 @@ class Transition:
     reason: str  # "converged" or "round-cap"
     rounds: int
     next: Step | None
+
+    def record(self) -> dict[str, Any]:
+        """The round log's ``transition`` entry."""
+        return {
+            "reason": self.reason,
+            "rounds": self.rounds,
+            "next": str(self.next) if self.next else None,
+        }
 
 
 class ProgressiveSchedule:

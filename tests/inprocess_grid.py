@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 
-from client_app.app import budget, train
-from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP
+from client_app.app import HANDLERS as CLIENT_HANDLERS
+from profl_strategy.protocol import CONFIG, TRAIN_STEP, StepOrder
 
 Fault = Callable[[Message, Message], Message | None]  # (request, reply) -> reply or None
-HANDLERS = {QUERY_BUDGET: budget, TRAIN_STEP: train}
+HANDLERS = dict(CLIENT_HANDLERS)  # every message type the ClientApp registers
 
 
 class InProcessGrid(Grid):
@@ -62,8 +62,8 @@ class InProcessGrid(Grid):
             node = msg.metadata.dst_node_id
             kind = msg.metadata.message_type
             if kind == TRAIN_STEP:
-                cfg = msg.content["config"]
-                self.train_requests.append((node, int(cfg["stage"]), int(cfg["block"])))
+                step = StepOrder.from_record(msg.content[CONFIG]).step
+                self.train_requests.append((node, step.stage, step.block))
             try:
                 reply = HANDLERS[kind](msg, self.contexts[node])
             except Exception as err:  # noqa: BLE001 - becomes an error reply, as in Flower

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.baselines import bn_statistics, train_depth, train_width
@@ -23,8 +23,7 @@ from profl_strategy.baselines.depth import (
     key_map,
 )
 from profl_strategy.baselines.depth_strategies import DepthFL, InclusiveFL
-from profl_strategy.baselines.protocol import QUERY_BN_STATS, TRAIN_DEPTH, TRAIN_WIDTH
-from profl_strategy.baselines.submodel import Sent, SubModelStrategy
+from profl_strategy.baselines.submodel import TieredMethod
 from profl_strategy.baselines.width import (
     SliceUpdate,
     aggregate_slices,
@@ -37,9 +36,20 @@ from profl_strategy.baselines.width import (
     width_model,
 )
 from profl_strategy.baselines.width_strategies import AllSmall, FedRolex, HeteroFL
-from profl_strategy.memory import ModelKey
-from profl_strategy.movement import ConvergenceDetector
+from profl_strategy.budgets import MemoryProfile
+from profl_strategy.engine import Assignment, RoundOutcome, RoundPlan
+from profl_strategy.engine_rounds import Returned
+from profl_strategy.protocol import (
+    QUERY_BN_STATS,
+    TRAIN_DEPTH,
+    TRAIN_WIDTH,
+    DataSpec,
+    RunSpec,
+    Trained,
+    TrainSpec,
+)
 from profl_strategy.schedule import ProgressiveSchedule
+from profl_strategy.task.model_key import ModelKey
 from server_app.app import run_profl
 from tests import inprocess_grid
 from tests.inprocess_grid import InProcessGrid
@@ -62,15 +72,24 @@ def numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
-def strategy(cls: type[SubModelStrategy], key: ModelKey = CNN, **options: object):
+def run_of(key: ModelKey) -> RunSpec:
+    """The run every message would carry (batch size 8, a uniform memory profile)."""
+    return RunSpec(
+        model=key,
+        data=DataSpec("fmnist", "", "iid", 0.5, 2),
+        train=TrainSpec(batch_size=8, local_epochs=1, lr=0.01, momentum=0.9, weight_decay=0.0),
+        memory=MemoryProfile("uniform", (1,), (1.0,)),
+        full_peak_mb=100.0,
+        seed=0,
+    )
+
+
+def strategy(cls: type[TieredMethod], key: ModelKey = CNN, **options: object):
     """A baseline strategy as run_profl builds it, without a run."""
     blocks = key.spec().num_blocks
     return cls(
-        model_key=key,
+        run=run_of(key),
         schedule=ProgressiveSchedule(blocks, 1, 1, 1, full_model_rounds=2),
-        detector=ConvergenceDetector(2, 0.5, 1),
-        run_config=ConfigRecord({}),
-        batch_size=8,
         fraction_train=1.0,
         min_train_nodes=1,
         seed=0,
@@ -197,15 +216,16 @@ def test_depth_loss_and_kd_ramp() -> None:
 def test_depthfl_merges_each_key_over_the_nodes_holding_it() -> None:
     s = strategy(DepthFL)
     before = {k: v.clone() for k, v in s.model.state_dict().items()}
-    good = []
+    assignments, good = [], []
     for node, tier, value, n in ((1, s.ladder()[-1], 1.0, 1), (2, s.ladder()[-2], 4.0, 3)):
         p = s.payload(tier, 1)
-        s._expect[node] = Sent(tier, p.shapes, p.info)
+        sent = Assignment(node, s.order(tier, 1), p.arrays, p.shapes, p.where)
+        assignments.append(sent)
         full = {k: Array(np.full(shape, value, np.float32)) for k, shape in p.shapes.items()}
-        arrays = ArrayRecord(full)
-        metrics = MetricRecord({"num-examples": n})
-        good.append((node, RecordDict({"arrays": arrays, "metrics": metrics})))
-    s.merge(good)
+        trained = Trained(num_examples=n, train_loss=1.0, need_mb=tier.need_mb, memory_mb=1e9)
+        good.append(Returned(node, sent, trained, trained.content(ArrayRecord(full))))
+    plan = RoundPlan(1, 2, 2, s.ladder()[-2].need_mb, assignments, s.nodes)
+    s.apply(plan, RoundOutcome(good=good, replies=2))
     after = s.model.state_dict()
     assert torch.allclose(after["blocks.0.0.0.weight"], torch.tensor((1 * 1 + 4 * 3) / 4))
     assert torch.allclose(after["blocks.1.0.0.weight"], torch.tensor(4.0))  # depth 2 only
@@ -217,7 +237,7 @@ def test_depthfl_merges_each_key_over_the_nodes_holding_it() -> None:
 def test_inclusivefl_top_block_takes_momentum_from_the_larger_group() -> None:
     s = strategy(InclusiveFL, momentum=0.2)
     ladder = {int(t.value): t for t in s.ladder()}
-    s.budgets = {1: ladder[1].need_mb, 2: ladder[4].need_mb}  # groups: depth 1 and 4
+    s.nodes.budgets = {1: ladder[1].need_mb, 2: ladder[4].need_mb}  # groups: depth 1 and 4
     assert s.groups() == [1, 4]
     old = {k: v.clone() for k, v in s.model.state_dict().items()}
     moved = {
@@ -236,7 +256,7 @@ def test_inclusivefl_top_block_takes_momentum_from_the_larger_group() -> None:
 
 # ---- tiers ---------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [HeteroFL, FedRolex, DepthFL, InclusiveFL])
-def test_tier_choice_is_monotone_in_budget(cls: type[SubModelStrategy]) -> None:
+def test_tier_choice_is_monotone_in_budget(cls: type[TieredMethod]) -> None:
     s = strategy(cls)
     needs = sorted(t.need_mb for t in s.ladder())
     budgets = np.linspace(0, needs[-1] * 1.2, 40)
@@ -250,7 +270,7 @@ def test_tier_choice_is_monotone_in_budget(cls: type[SubModelStrategy]) -> None:
 def test_allsmall_takes_the_widest_model_the_smallest_budget_holds() -> None:
     s = strategy(AllSmall)
     ladder = s.make_ladder()
-    s.budgets = {1: ladder[2].need_mb + 0.01, 2: ladder[0].need_mb * 2}
+    s.nodes.budgets = {1: ladder[2].need_mb + 0.01, 2: ladder[0].need_mb * 2}
     assert s.choose_ratio() == ladder[2].value
     s.ratio = s.choose_ratio()
     s._ladder = None
@@ -259,12 +279,12 @@ def test_allsmall_takes_the_widest_model_the_smallest_budget_holds() -> None:
 
 # ---- whole runs ----------------------------------------------------------------------
 @pytest.fixture
-def baseline_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+def baseline_grid() -> None:
     """InProcessGrid routes the baselines' message types to their handlers."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    monkeypatch.setitem(inprocess_grid.HANDLERS, TRAIN_WIDTH, train_width)
-    monkeypatch.setitem(inprocess_grid.HANDLERS, TRAIN_DEPTH, train_depth)
-    monkeypatch.setitem(inprocess_grid.HANDLERS, QUERY_BN_STATS, bn_statistics)
+    assert inprocess_grid.HANDLERS[TRAIN_WIDTH] is train_width
+    assert inprocess_grid.HANDLERS[TRAIN_DEPTH] is train_depth
+    assert inprocess_grid.HANDLERS[QUERY_BN_STATS] is bn_statistics
 
 
 @pytest.mark.parametrize("method", ["allsmall", "heterofl", "fedrolex", "depthfl", "inclusivefl"])
@@ -302,7 +322,7 @@ def test_each_baseline_runs_and_evaluates_in_process(
 def test_depth_classifier_is_the_deepest_trained_tier() -> None:
     s = strategy(DepthFL, ensemble=True)
     ladder = {int(t.value): t for t in s.ladder()}
-    s.budgets = {1: ladder[2].need_mb}
+    s.nodes.budgets = {1: ladder[2].need_mb}
     assert s.eval_depth() == 2
     model = s.final_model()
     assert isinstance(model, DepthClassifier) and len(model.net.heads) == 2
@@ -313,7 +333,6 @@ def test_allsmall_checkpoint_keeps_its_width() -> None:
     s = strategy(AllSmall)
     s.ratio, s._ladder = 0.25, None
     s.model = s.build_model()
-    s.detector.reset(s.block_params(3))
     state = s.state_dict()
     resumed = strategy(AllSmall)
     resumed.load_state_dict(state)

@@ -4,18 +4,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from profl_strategy.budgets import MemoryProfile, NodeConfigError, node_budget_mb, tier_counts
 from profl_strategy.config import CONF_DIR
-from profl_strategy.memory import ModelKey
 from profl_strategy.movement import ConvergenceDetector
-from profl_strategy.protocol import QUERY_BUDGET, run_record
+from profl_strategy.nodes import REASK_LEFT_OUT_ROUNDS
+from profl_strategy.protocol import QUERY_BUDGET, DataSpec, RunSpec, TrainSpec
 from profl_strategy.schedule import ProgressiveSchedule
-from profl_strategy.strategy import REASK_LEFT_OUT_ROUNDS, ProFL
+from profl_strategy.strategy import ProFL
+from profl_strategy.task.model_key import ModelKey
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 
@@ -124,15 +125,26 @@ def test_a_node_without_partition_is_refused() -> None:
         node_budget_mb({"partition-id": 0, "memory-mb": 600}, profile("uniform"), 1.0, 0, 7)
 
 
-def profl(run_config: ConfigRecord | None = None) -> ProFL:
+def query_run() -> RunSpec:
+    """What a budget query carries, for the in-process nodes."""
+    cnn = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
+    return RunSpec(
+        model=cnn,
+        data=DataSpec("fmnist", "", "iid", 0.5, 2),
+        train=TrainSpec(batch_size=8, local_epochs=1, lr=0.01, momentum=0.9, weight_decay=0.0),
+        memory=profile("uniform"),
+        full_peak_mb=100.0,
+        seed=0,
+    )
+
+
+def profl() -> ProFL:
     """A ProFL strategy as run_profl builds it, without a run."""
-    key = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
+    run = query_run()
     return ProFL(
-        model_key=key,
-        schedule=ProgressiveSchedule(key.spec().num_blocks, 1, 1, 1),
+        run=run,
+        schedule=ProgressiveSchedule(run.model.spec().num_blocks, 1, 1, 1),
         detector=ConvergenceDetector(2, 0.5, 1),
-        run_config=run_config or ConfigRecord({}),
-        batch_size=8,
         fraction_train=1.0,
         min_train_nodes=1,
         seed=0,
@@ -141,23 +153,10 @@ def profl(run_config: ConfigRecord | None = None) -> ProFL:
 
 def test_budget_summary_keeps_decimals_and_counts_repeats() -> None:
     s = profl()
-    s.budgets = {1: 20.0, 2: 3.0, 3: 9.5, 4: 6.0}
-    assert s.budget_summary() == "4 online nodes: 3, 6, 9.5, 20 MB"
-    s.budgets = {1: 7.25, 2: 7.25, 3: 1234.567, 4: 0.004}
-    assert s.budget_summary() == "4 online nodes: 0.004, 7.25 (x2), 1234.57 MB"
-
-
-def query_run_config() -> ConfigRecord:
-    """What a budget query carries, for the in-process nodes."""
-    cnn = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
-    return run_record(
-        model=cnn,
-        profile=profile("uniform"),
-        full_peak_mb=100.0,
-        seed=0,
-        data={"dataset": "fmnist", "data-dir": "", "partitioner": "iid", "alpha": 0.5, "shards": 2},
-        train={"batch-size": 8},
-    )
+    s.nodes.budgets = {1: 20.0, 2: 3.0, 3: 9.5, 4: 6.0}
+    assert s.nodes.summary() == "4 online nodes: 3, 6, 9.5, 20 MB"
+    s.nodes.budgets = {1: 7.25, 2: 7.25, 3: 1234.567, 4: 0.004}
+    assert s.nodes.summary() == "4 online nodes: 0.004, 7.25 (x2), 1234.57 MB"
 
 
 class CountingGrid(InProcessGrid):
@@ -199,10 +198,10 @@ def test_bad_node_is_logged_once_asked_rarely_and_rejoins_when_fixed(
     grid = CountingGrid(
         [*nodes, {"partition-id": 2, "num-partitions": 3, "memory-mb": float("nan")}]
     )
-    s = profl(query_run_config())
+    s = profl()
     for rnd in range(REASK_LEFT_OUT_ROUNDS + 2):
-        s.discover_budgets(grid, rnd, timeout=10)
-    assert sorted(s.budgets) == [1, 2] and 3 in s.left_out
+        s.discover(grid, rnd, timeout=10)
+    assert sorted(s.budgets) == [1, 2] and 3 in s.nodes.left_out
     assert grid.queries == {1: 1, 2: 1, 3: 2}  # the bad node: first round and once after 10
     lines = left_out_lines(caplog, 3)
     assert len(lines) == 1, lines  # logged once, not at every question
@@ -211,11 +210,11 @@ def test_bad_node_is_logged_once_asked_rarely_and_rejoins_when_fixed(
 
     # The node restarts with a fixed config: it is asked at once when it reconnects.
     grid.offline.add(3)
-    s.discover_budgets(grid, 12, timeout=10)
+    s.discover(grid, 12, timeout=10)
     grid.contexts[3].node_config["memory-mb"] = 20
     grid.offline.clear()
-    s.discover_budgets(grid, 13, timeout=10)
-    assert grid.queries[3] == 3 and s.budgets[3] == 20.0 and 3 not in s.left_out
+    s.discover(grid, 13, timeout=10)
+    assert grid.queries[3] == 3 and s.budgets[3] == 20.0 and 3 not in s.nodes.left_out
     assert "node 3 now states a usable budget and joins the run" in caplog.text
 
 
@@ -224,11 +223,11 @@ def test_a_left_out_node_that_stops_answering_is_not_asked_every_round(
 ) -> None:
     bad = {"partition-id": 1, "num-partitions": 2, "memory-mb": -1}
     grid = CountingGrid([{"partition-id": 0, "num-partitions": 2, "memory-mb": 5}, bad])
-    s = profl(query_run_config())
-    s.discover_budgets(grid, 0, timeout=10)
+    s = profl()
+    s.discover(grid, 0, timeout=10)
     grid.silent.add(2)  # asked again in round 10, it does not answer
     for rnd in range(1, 2 * REASK_LEFT_OUT_ROUNDS + 1):
-        s.discover_budgets(grid, rnd, timeout=10)
+        s.discover(grid, rnd, timeout=10)
     assert grid.queries[2] == 3  # rounds 0, 10 and 20, not every round after 10
     assert sorted(s.budgets) == [1]
 
@@ -241,12 +240,12 @@ def test_offline_nodes_are_not_counted(
         for i, mb in enumerate((3, 6, 9.5, 20))
     ]
     grid = CountingGrid(nodes)
-    s = profl(query_run_config())
-    s.discover_budgets(grid, 0, timeout=10)
+    s = profl()
+    s.discover(grid, 0, timeout=10)
     assert "budgets known for 4 online nodes: 3, 6, 9.5, 20 MB" in caplog.text
     grid.offline.add(4)  # the 20 MB node is killed
     assert (
-        s.budget_summary(grid.get_node_ids())
+        s.nodes.summary(grid.get_node_ids())
         == "3 online nodes: 3, 6, 9.5 MB; 1 offline, not counted"
     )
     caplog.clear()
@@ -257,7 +256,7 @@ def test_offline_nodes_are_not_counted(
         state=RecordDict(),
         run_config={},
     )
-    s.discover_budgets(grid, 1, timeout=10)  # a new node joins: the line is written again
+    s.discover(grid, 1, timeout=10)  # a new node joins: the line is written again
     assert (
         "budgets known for 4 online nodes: 3, 6, 9.5, 12 MB; 1 offline, not counted" in caplog.text
     )

@@ -4,49 +4,78 @@ from pathlib import Path
 
 import pytest
 from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app.constants import DEFAULT_TTL
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import budget as budget_handler
 from client_app.app import train as train_handler
 from profl_strategy.budgets import MemoryProfile, NodeConfigError
-from profl_strategy.memory import ModelKey, estimate_full, estimate_step
-from profl_strategy.protocol import QUERY_BUDGET, TRAIN_STEP, run_record, step_record
+from profl_strategy.memory import estimate_full, estimate_step
+from profl_strategy.plans.plan import Plan
+from profl_strategy.protocol import (
+    QUERY_BUDGET,
+    TRAIN_STEP,
+    Budget,
+    BudgetQuery,
+    ConfigProblem,
+    DataSpec,
+    Expired,
+    Refused,
+    RunSpec,
+    StepOrder,
+    Trained,
+    TrainSpec,
+    read_reply,
+)
 from profl_strategy.step_model import GlobalModel, Step, StepModel
+from profl_strategy.task.model_key import ModelKey
 
 KEY = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
 STEP = Step(2, 1)
 
 
-def message(data_dir: Path, kind: str) -> Message:
-    profile = MemoryProfile("uniform-tiers", (1, 1), (0.3, 1.0))
-    base = run_record(
+def run_spec(data_dir: Path | str, subsample: float = 1.0) -> RunSpec:
+    return RunSpec(
         model=KEY,
-        profile=profile,
+        data=DataSpec("fmnist", str(data_dir), "iid", 0.5, 2, subsample),
+        train=TrainSpec(16, 1, 0.05, 0.9, 0.0, 0.0),
+        memory=MemoryProfile("uniform-tiers", (1, 1), (0.3, 1.0)),
         full_peak_mb=estimate_full(KEY, 16).total_mb,
         seed=0,
-        data={
-            "dataset": "fmnist",
-            "data-dir": str(data_dir),
-            "partitioner": "iid",
-            "alpha": 0.5,
-            "shards": 2,
-        },
-        train={
-            "batch-size": 16,
-            "local-epochs": 1,
-            "lr": 0.05,
-            "momentum": 0.9,
-            "weight-decay": 0.0,
-            "proximal-mu": 0.0,
-        },
     )
+
+
+def step_need_mb(plan: Plan | None = None) -> float:
+    if plan is None:
+        return estimate_step(KEY, STEP, 16).total_mb
+    from profl_strategy.plans.memory import estimate_plan
+
+    return estimate_plan(KEY, STEP, 16, plan).total_mb
+
+
+def message(
+    data_dir: Path,
+    kind: str,
+    *,
+    subsample: float = 1.0,
+    plan: Plan | None = None,
+    need_mb: float | None = None,
+) -> Message:
+    """A budget query or a train order for ``STEP``, as the strategy sends them."""
+    run = run_spec(data_dir, subsample)
     if kind == QUERY_BUDGET:
-        return Message(RecordDict({"config": base}), dst_node_id=1, message_type=kind)
-    cfg = step_record(base, STEP, 1, estimate_step(KEY, STEP, 16).total_mb)
+        return BudgetQuery(run).message(node=1, server_round=1, ttl=DEFAULT_TTL)
+    order = StepOrder(
+        run=run,
+        server_round=1,
+        need_mb=step_need_mb(plan) if need_mb is None else need_mb,
+        step=STEP,
+        plan=None if plan is None else plan.label(),
+    )
     sub = StepModel(KEY.spec(), STEP, KEY.out_depth)
     state = GlobalModel(KEY.spec(), KEY.out_depth).state_dict()
     arrays = ArrayRecord({k: state[k] for k in sub.state_dict()})
-    return Message(RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=1, message_type=kind)
+    return order.message(arrays, node=1, ttl=DEFAULT_TTL)
 
 
 def context(node_config: dict) -> Context:
@@ -63,57 +92,68 @@ def task_identity() -> None:
 
 
 def test_over_budget_node_refuses_without_training(data_dir: Path) -> None:
-    need = estimate_step(KEY, STEP, 16).total_mb
+    need = step_need_mb()
     reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 0.9}))
-    m = reply.content["metrics"]
-    assert m["refused"] == 1 and m["need-mb"] == pytest.approx(need)
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Refused) and answer.need_mb == pytest.approx(need)
+    assert answer.reason == "over budget"
     assert not reply.content.array_records  # nothing trained, nothing sent
 
 
+def test_node_refuses_an_order_whose_estimate_disagrees_with_its_own(data_dir: Path) -> None:
+    need = step_need_mb()
+    msg = message(data_dir, TRAIN_STEP, need_mb=need * 0.5)  # a server on other code
+    reply = train_handler(msg, context(NODE | {"memory-mb": need * 10}))
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Refused) and answer.need_mb == pytest.approx(need)
+    assert "different code" in answer.reason
+    assert not reply.content.array_records
+
+
 def test_node_within_budget_returns_only_trained_keys(data_dir: Path) -> None:
-    need = estimate_step(KEY, STEP, 16).total_mb
+    need = step_need_mb()
     reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 1.1}))
     sub = StepModel(KEY.spec(), STEP, KEY.out_depth)
     assert sorted(reply.content["arrays"].keys()) == sorted(sub.trainable_keys())
     assert not any(k.startswith("blocks.0.") for k in reply.content["arrays"].keys())
-    assert reply.content["metrics"]["num-examples"] == 300  # 60000 / 200 partitions
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Trained)
+    assert answer.num_examples == 300  # 60000 / 200 partitions
 
 
 def test_node_trains_on_its_subsample(data_dir: Path) -> None:
-    msg = message(data_dir, TRAIN_STEP)
-    msg.content["config"]["subsample"] = 0.5
-    need = estimate_step(KEY, STEP, 16).total_mb
-    reply = train_handler(msg, context(NODE | {"memory-mb": need * 1.1}))
-    assert reply.content["metrics"]["num-examples"] == 150  # half of the 300 rows
+    msg = message(data_dir, TRAIN_STEP, subsample=0.5)
+    reply = train_handler(msg, context(NODE | {"memory-mb": step_need_mb() * 1.1}))
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Trained) and answer.num_examples == 150  # half of the 300 rows
 
 
 def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None:
     msg = message(data_dir, QUERY_BUDGET)
-    simulated = budget_handler(msg, context(NODE)).content
-    assert simulated["config"]["source"].startswith("uniform-tiers")
-    assert simulated["metrics"]["partition-id"] == 3
-    deployed = budget_handler(msg, context(NODE | {"memory-mb": 64})).content
-    assert deployed["metrics"]["memory-mb"] == 64.0
-    assert deployed["config"]["source"] == "node-config"
+    simulated = read_reply(budget_handler(msg, context(NODE)).content)
+    assert isinstance(simulated, Budget)
+    assert simulated.source.startswith("uniform-tiers")
+    assert simulated.partition_id == 3
+    deployed = read_reply(budget_handler(msg, context(NODE | {"memory-mb": 64})).content)
+    assert isinstance(deployed, Budget)
+    assert deployed.memory_mb == 64.0
+    assert deployed.source == "node-config"
 
 
 def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
-    from profl_strategy.plan_memory import estimate_plan
-    from profl_strategy.plans import Plan
-
-    plain = estimate_step(KEY, STEP, 16).total_mb
+    plain = step_need_mb()
     plan = Plan(micro_batch=4, checkpoint=True)
-    need = estimate_plan(KEY, STEP, 16, plan).total_mb
+    need = step_need_mb(plan)
     assert need < plain
-    msg = message(data_dir, TRAIN_STEP)
-    msg.content["config"]["plan"] = plan.label()
+    msg = message(data_dir, TRAIN_STEP, plan=plan)
     budget = (need + plain) / 2  # too small for plain training, enough for the plan
     reply = train_handler(msg, context(NODE | {"memory-mb": budget}))
-    assert "refused" not in reply.content["metrics"]
-    assert reply.content["plan"]["label"] == "mb4+ckpt"
-    assert reply.content["metrics"]["need-mb"] == pytest.approx(need)
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Trained)
+    assert answer.plan == "mb4+ckpt"
+    assert answer.need_mb == pytest.approx(need)
     tight = train_handler(msg, context(NODE | {"memory-mb": need * 0.9}))
-    assert tight.content["metrics"]["refused"] == 1
+    assert isinstance(read_reply(tight.content), Refused)
 
 
 def test_expired_messages_are_not_run() -> None:
@@ -127,7 +167,8 @@ def test_expired_messages_are_not_run() -> None:
     late = Message(RecordDict(), dst_node_id=1, message_type=TRAIN_STEP, ttl=0.01)
     time.sleep(0.05)
     reply = skip_expired(late, context(NODE), must_not_run)
-    assert reply.content["metrics"]["expired"] == 1
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Expired) and answer.late_s > 0
     fresh = Message(RecordDict(), dst_node_id=1, message_type=TRAIN_STEP, ttl=60)
     ran = skip_expired(fresh, context(NODE), lambda m, c: Message(RecordDict(), reply_to=m))
     assert not ran.content.metric_records
@@ -144,7 +185,9 @@ def test_bad_memory_mb_is_answered_with_a_config_error(
     ctx.node_id = 4242
     reply = budget_handler(message(data_dir, QUERY_BUDGET), ctx)
     assert not reply.has_error() and not reply.content.metric_records  # no budget to use
-    error = reply.content["config"]["config-error"]
+    answer = read_reply(reply.content)
+    assert isinstance(answer, ConfigProblem)
+    error = answer.config_error
     assert error.startswith(f"SuperNode 4242: node-config memory-mb={shown} is not allowed")
     assert "finite number of MB > 0" in error
     assert error in caplog.text  # and the node's own log says so

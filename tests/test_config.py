@@ -3,7 +3,7 @@
 import pytest
 
 from profl_strategy.config import CONF_DIR, ConfigError, compose_config
-from server_app.app import model_key
+from profl_strategy.factory import model_key
 
 
 def test_default_preset_composes() -> None:

@@ -1,4 +1,4 @@
-"""Tests for client_app.dataset: partitions and their cache, local readers, loaders, hub errors.
+"""Tests for profl_strategy.task's dataset, partition cache, local readers, loaders, hub errors.
 
 They read the offline data in ``shared/data`` (or ``$PROFL_DATA_DIR``) and never
 download anything: hub code paths run against an in-memory fake of
@@ -21,8 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from client_app import dataset as ds
-from client_app.local_data import CIFAR10_CLASSES, CIFAR10_FOLDER, cache_dir
+from profl_strategy.task import dataset as ds
+from profl_strategy.task import dataset_info
+from profl_strategy.task import partition_cache as pc
+from profl_strategy.task.local_data import CIFAR10_CLASSES, CIFAR10_FOLDER, cache_dir, split_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(
@@ -137,7 +139,7 @@ def test_partition_is_cached_and_read_back_identically(
     fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
-    files = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    files = pc.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
     assert all(path.is_file() for path in files)
     assert not list(fresh_cache.rglob("*.tmp"))
 
@@ -155,7 +157,7 @@ def test_partition_is_cached_and_read_back_identically(
 def test_changed_key_does_not_read_a_stale_partition(fresh_cache: Path, change: dict) -> None:
     # A recognisable stand-in where the unchanged key's partition is cached.
     stale = (np.full((3, 28, 28, 1), 7, dtype=np.uint8), np.arange(3, dtype=np.int64))
-    files = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    files = pc.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
     for path, array in zip(files, stale, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, array)
@@ -171,12 +173,12 @@ def test_cache_key_covers_what_decides_the_partition(
     def name(
         dataset: str = "fmnist", pid: int = 2, n: int = NUM_PARTITIONS, **change: object
     ) -> str:
-        return ds.partition_cache_files(dataset, pid, n, **(SPLIT | change))[0].name
+        return pc.partition_cache_files(dataset, pid, n, **(SPLIT | change))[0].name
 
     other_data = tmp_path / "data"
     raw = other_data / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for path in ds.split_files("fmnist", "train", DATA):
+    for path in split_files("fmnist", "train", DATA):
         (raw / path.name).write_bytes(b"idx")
     names = [
         name(),
@@ -195,13 +197,13 @@ def test_cache_key_covers_what_decides_the_partition(
     names.append(name(data_dir=str(other_data)))
     os.utime(labels_file, ns=(0, 0))  # same size, other mtime
     names.append(name(data_dir=str(other_data)))
-    monkeypatch.setattr(ds, "PARTITION_CACHE_VERSION", ds.PARTITION_CACHE_VERSION + 1)
+    monkeypatch.setattr(pc, "PARTITION_CACHE_VERSION", pc.PARTITION_CACHE_VERSION + 1)
     names.append(name())
     assert len(set(names)) == len(names), names
 
 
 def test_unreadable_cache_is_rebuilt(fresh_cache: Path) -> None:
-    images_file, labels_file = ds.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
+    images_file, labels_file = pc.partition_cache_files("fmnist", 2, NUM_PARTITIONS, **SPLIT)
     labels_file.parent.mkdir(parents=True)
     labels_file.write_bytes(b"half a file")
     got = ds.load_partition("fmnist", 2, NUM_PARTITIONS, **SPLIT)
@@ -309,7 +311,7 @@ def test_loader_normalises_and_shapes() -> None:
 
 
 def _plain(image: np.ndarray, name: str) -> torch.Tensor:
-    info = ds.DATASETS[name]
+    info = dataset_info.DATASETS[name]
     x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
     return (x - torch.tensor(info.mean).view(-1, 1, 1)) / torch.tensor(info.std).view(-1, 1, 1)
 
@@ -361,7 +363,7 @@ def test_errors_name_the_bad_value(tmp_path: Path) -> None:
 
 def _fake_hub(name: str, n: int) -> datasets.DatasetDict:
     """An in-memory stand-in for a hub dataset; pixel (0, 0) encodes the row id."""
-    info = ds.DATASETS[name]
+    info = dataset_info.DATASETS[name]
     c, h, w = info.input_shape
     mode = "L" if c == 1 else "RGB"
     rng = np.random.default_rng(0)
@@ -394,7 +396,7 @@ def test_hub_path_with_fake_hub(
 ) -> None:
     fake = _fake_hub(name, 200)
     monkeypatch.setattr(datasets, "load_dataset", lambda **_: fake)
-    c, h, w = ds.DATASETS[name].input_shape
+    c, h, w = dataset_info.DATASETS[name].input_shape
     split = {"partitioner": "iid", "alpha": 1.0, "shards_per_partition": 2, "seed": 7}
     ids = []
     for pid in range(4):
@@ -430,7 +432,7 @@ def test_hub_failure_tells_how_to_use_local_data(monkeypatch: pytest.MonkeyPatch
 def test_offline_hub_raises_runtime_error(tmp_path: Path) -> None:
     """The real hub path with HF forced offline fails fast with the advice."""
     code = (
-        "from client_app import dataset as ds\n"
+        "from profl_strategy.task import dataset as ds\n"
         "try:\n"
         "    ds.load_partition('mnist', 0, 2, partitioner='iid', alpha=1.0,\n"
         "                      shards_per_partition=2, seed=0, data_dir='')\n"

@@ -58,10 +58,11 @@ def _step_needs_mb() -> dict[str, float]:
     """Per-step peak estimates for the test's run config, computed as the ServerApp does."""
     from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
-    from client_app.dataset import get_info
     from profl_strategy.config import compose_config
-    from profl_strategy.memory import ModelKey, estimate_step
+    from profl_strategy.memory import estimate_step
     from profl_strategy.schedule import progressive_steps
+    from profl_strategy.task.dataset_info import get_info
+    from profl_strategy.task.model_key import ModelKey
 
     # The run config the ServerApp will get: pyproject defaults + the test's overrides.
     overrides = parse_config_args([RUN_CONFIG, f"data-dir='{DATA}'"])

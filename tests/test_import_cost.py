@@ -46,26 +46,26 @@ DATA_STACK = ("datasets", "flwr_datasets", "pyarrow", "pandas", "matplotlib")
 
 PROBE = """
 import json, sys
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import app
 from profl_strategy.budgets import MemoryProfile
-from profl_strategy.memory import ModelKey
-from profl_strategy.protocol import QUERY_BUDGET, run_record
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.protocol import BudgetQuery, DataSpec, RunSpec, TrainSpec
 
 lazy = json.loads(sys.argv[1])
 after_import = [m for m in lazy if m in sys.modules]
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-config = run_record(
+run = RunSpec(
     model=ModelKey("cnn", 10, (1, 28, 28), 0.25, 1),
-    profile=MemoryProfile("uniform-tiers", (1, 1), (0.3, 1.0)),
+    data=DataSpec("fmnist", "", "iid", 0.5, 2),
+    train=TrainSpec(16, 1, 0.05, 0.9, 0.0),
+    memory=MemoryProfile("uniform-tiers", (1, 1), (0.3, 1.0)),
     full_peak_mb=10.0,
     seed=0,
-    data={"dataset": "fmnist", "data-dir": "", "partitioner": "iid", "alpha": 0.5, "shards": 2},
-    train={"batch-size": 16},
 )
-query = Message(RecordDict({"config": config}), dst_node_id=1, message_type=QUERY_BUDGET)
+query = BudgetQuery(run).message(node=1, server_round=1, ttl=3600)
 node = {"partition-id": 0, "num-partitions": 4, "memory-mb": 20.0}
 context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config={})
 reply = app(message=query, context=context)
@@ -85,7 +85,9 @@ from flwr.app import Context, RecordDict
 from flwr.common.serde import message_from_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
-from client_app.app import app, local_loader
+from client_app.app import app
+from client_app.node import local_loader
+from profl_strategy.protocol import StepOrder
 
 lazy, message_file, node, handle = sys.argv[1:]
 proto = ProtoMessage()
@@ -94,7 +96,7 @@ msg = message_from_proto(proto)
 node = json.loads(node)
 context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config={})
 if handle == "load":  # only the train handler's data loading
-    _, labels, _ = local_loader(msg.content["config"], context)
+    _, labels, _ = local_loader(StepOrder.from_record(msg.content["config"]), context)
     metrics = {"num-examples": len(labels)}
 else:
     metrics = dict(app(message=msg, context=context).content["metrics"])
@@ -123,7 +125,8 @@ def probe(code: str = PROBE, *args: str, env: dict[str, str] | None = None) -> d
 def test_client_app_import_and_budget_query_stay_light() -> None:
     seen = probe()
     # Registration still happens at import: ProFL's handlers and the baselines'.
-    assert {"query.budget", "train.step", "train.width", "train.depth"} <= set(seen["handlers"])
+    registered = {"query.budget", "train.step", "train.width", "train.depth", "query.bnstats"}
+    assert registered <= set(seen["handlers"])
     assert seen["after_import"] == [], "imported by `import client_app.app`"
     assert seen["budget_error"] is None
     assert seen["after_budget"] == [], "imported to answer a budget query"

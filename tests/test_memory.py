@@ -6,7 +6,6 @@ from torch import nn
 
 from profl_strategy.memory import (
     MB,
-    ModelKey,
     cuda_workspace_mb,
     estimate_full,
     estimate_step,
@@ -14,6 +13,7 @@ from profl_strategy.memory import (
 )
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import Step
+from profl_strategy.task.model_key import ModelKey
 
 CNN = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
 RESNET = ModelKey("resnet18", 10, (3, 32, 32), 0.25, 1)

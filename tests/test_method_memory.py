@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.method_memory import Job, _model_and_loss, from_preset, jobs_of_run
-from client_app.train import train_step
-from profl_strategy.memory import ModelKey
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 KEY = ModelKey("resnet18", 10, (3, 32, 32), 0.125, 1)
 

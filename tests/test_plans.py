@@ -15,13 +15,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, TensorDataset
 
-from client_app.plan_train import FullBatchNormStats, backward_batch, train_with_plan
-from client_app.train import train_step
-from profl_strategy.memory import MB, ModelKey, estimate_step
-from profl_strategy.plan_forward import PlanForward, block_segments, in_recompute
-from profl_strategy.plan_memory import _forward_terms, choose_plan, estimate_plan, forward_terms
-from profl_strategy.plans import Plan, candidate_plans
+from profl_strategy.memory import MB, estimate_step
+from profl_strategy.plans.forward import PlanForward, block_segments, in_recompute
+from profl_strategy.plans.memory import _forward_terms, choose_plan, estimate_plan, forward_terms
+from profl_strategy.plans.plan import Plan, candidate_plans
+from profl_strategy.plans.train import FullBatchNormStats, backward_batch, train_with_plan
 from profl_strategy.step_model import Step, StepModel, block_shapes
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 CPU = torch.device("cpu")
 RESNET = ModelKey("resnet18", 10, (3, 32, 32), 0.125, 1)

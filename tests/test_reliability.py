@@ -75,13 +75,14 @@ def test_corrupt_or_foreign_checkpoints_are_refused(data_dir: Path, tmp_path: Pa
 
 
 def lie(change) -> object:  # noqa: ANN001
-    """A fault that rewrites a good reply's arrays or metrics."""
+    """A fault that rewrites a good reply's arrays or metrics (it still says 'trained')."""
 
     def fault(request: Message, reply: Message) -> Message:
         if reply.has_error() or "arrays" not in reply.content.array_records:
             return reply
         arrays, metrics = change(reply.content["arrays"], reply.content["metrics"])
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request)
+        content = {"arrays": arrays, "metrics": metrics, "config": reply.content["config"]}
+        return Message(RecordDict(content), reply_to=request)
 
     return fault
 

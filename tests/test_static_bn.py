@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from profl_strategy.baselines.static_bn import local_statistics, pool_statistics
-from profl_strategy.memory import ModelKey, estimate_forward, estimate_full
+from profl_strategy.memory import estimate_forward, estimate_full
+from profl_strategy.task.model_key import ModelKey
 
 
 def _moments(x: np.ndarray) -> dict[str, np.ndarray]:

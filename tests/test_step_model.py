@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from client_app.train import train_step
 from profl_strategy.condense import carry_forward, condense_into_output_module
-from profl_strategy.memory import ModelKey
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import GlobalModel, Step, StepModel
+from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 KEYS = [
     ModelKey("cnn", 10, (1, 28, 28), 0.25, 1),

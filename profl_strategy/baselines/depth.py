@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profl_strategy.memory import ModelKey, estimate_training
+from profl_strategy.memory import estimate_training
 from profl_strategy.models.base import BlockNetSpec
 from profl_strategy.step_model import block_shapes
+from profl_strategy.task.model_key import ModelKey
 
 
 class SepConv(nn.Sequential):

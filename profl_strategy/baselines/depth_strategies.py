@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import ConfigRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch import nn
 
 from profl_strategy.baselines.depth import (
@@ -19,17 +16,13 @@ from profl_strategy.baselines.depth import (
     kd_ramp,
     key_map,
 )
-from profl_strategy.baselines.protocol import (
-    TRAIN_DEPTH,
-    depth_record,
-)
-from profl_strategy.baselines.submodel import Payload, SubModelStrategy, Tier, to_record
-from profl_strategy.baselines.width import (
-    shapes_of,
-)
+from profl_strategy.baselines.submodel import Payload, Tier, TieredMethod, to_record
+from profl_strategy.baselines.width import shapes_of
+from profl_strategy.engine import RoundOutcome, RoundPlan
+from profl_strategy.protocol import DepthOrder
 
 
-class DepthFL(SubModelStrategy):
+class DepthFL(TieredMethod):
     """Depth tiers: blocks ``0 .. k-1`` with a classifier after each, all trained.
 
     Kim et al., ICLR 2023, as DepthFL(FedAvg): parameters are averaged over the
@@ -39,7 +32,6 @@ class DepthFL(SubModelStrategy):
     mean of all heads instead of the deepest classifier).
     """
 
-    message_type = TRAIN_DEPTH
     all_heads = True
     group_tops = False
 
@@ -53,7 +45,7 @@ class DepthFL(SubModelStrategy):
         self._sub_shapes: dict[int, dict[str, tuple[int, ...]]] = {}
 
     def build_model(self) -> nn.Module:
-        return self._seeded(lambda: DepthNet(self.key.spec(), self.group_tops))
+        return self.seeded(lambda: DepthNet(self.key.spec(), self.group_tops))
 
     def make_ladder(self) -> list[Tier]:
         last = self.key.spec().num_blocks
@@ -79,7 +71,7 @@ class DepthFL(SubModelStrategy):
         mapping = key_map(list(shapes), depth, self.num_blocks, self.group_tops)
         state = self.model.state_dict()
         sub = {k: state[g].detach().cpu().numpy() for k, g in mapping.items()}
-        return Payload(to_record(sub), shapes, mapping)
+        return Payload(to_record(sub), shapes, {k: (g, ()) for k, g in mapping.items()})
 
     def kd_weight(self, server_round: int) -> float:
         """DepthFL's consistency weight this round (0 without self-distillation)."""
@@ -87,46 +79,12 @@ class DepthFL(SubModelStrategy):
             return 0.0
         return kd_ramp(server_round, self.kd_rampup * self.schedule.max_rounds())
 
-    def tier_config(self, base: ConfigRecord, tier: Tier, server_round: int) -> ConfigRecord:
+    def order(self, tier: Tier, server_round: int) -> DepthOrder:
         depth = int(tier.value)
-        return depth_record(
-            base,
-            self.schedule.current,
-            server_round,
-            tier.need_mb,
-            depth=depth,
-            heads=heads_for(depth, self.all_heads),
-            kd_weight=self.kd_weight(server_round),
-        )
-
-    def merge(self, good: list[tuple[int, RecordDict]]) -> None:
-        """Average each global key over the nodes whose sub-model holds it.
-
-        Replies of one depth share their keys, so flwr's
-        ``aggregate_arrayrecords`` averages each depth group; groups are then
-        combined key by key, weighted by their examples.
-        """
-        groups: dict[int, list[tuple[int, RecordDict]]] = {}
-        for node, content in good:
-            groups.setdefault(int(self._expect[node].tier.value), []).append((node, content))
-        sums: dict[str, np.ndarray] = {}
-        weights: dict[str, float] = {}
-        for _depth, members in sorted(groups.items()):
-            mapping = self._expect[members[0][0]].info
-            agg = aggregate_arrayrecords([c for _, c in members], "num-examples")
-            w = sum(float(c["metrics"]["num-examples"]) for _, c in members)
-            for k, a in agg.items():
-                g = mapping[k]
-                sums[g] = sums.get(g, 0.0) + w * np.asarray(a.numpy(), dtype=np.float64)
-                weights[g] = weights.get(g, 0.0) + w
-        state = self.model.state_dict()
-        merged = {}
-        for g, total in sums.items():
-            value = total / weights[g]
-            if state[g].dtype in (torch.int64, torch.int32):
-                value = np.rint(value)
-            merged[g] = torch.from_numpy(np.asarray(value)).to(state[g].dtype)
-        self.model.load_state_dict(merged, strict=False)
+        return DepthOrder(run=self.run, server_round=server_round, need_mb=tier.need_mb,
+                          enforce_budget=self.memory_aware, depth=depth,
+                          heads=heads_for(depth, self.all_heads),
+                          kd_weight=self.kd_weight(server_round))  # fmt: skip
 
     def eval_depth(self) -> int:
         """Depth of the deliverable model: the deepest tier some known node trains.
@@ -206,7 +164,8 @@ class InclusiveFL(DepthFL):
                 update[target + n] = old[target + n] + (1 - self.beta) * own + self.beta * mom
             self.model.load_state_dict(update, strict=False)
 
-    def merge(self, good: list[tuple[int, RecordDict]]) -> None:
+    def apply(self, plan: RoundPlan, outcome: RoundOutcome) -> None:
+        """The engine's merge, then momentum distillation into the smaller groups' tops."""
         old = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        super().merge(good)
+        super().apply(plan, outcome)
         self.distill(old)

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from profl_strategy.memory import ModelKey
 from profl_strategy.models import build_full_model
 from profl_strategy.models.vit import ViTSpec
+from profl_strategy.task.model_key import ModelKey
 
 # HeteroFL's model rates a..e (FedRolex uses the same five tiers).
 DEFAULT_RATIOS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
 Index = np.ndarray | None  # None: the whole dimension
-Plan = dict[str, tuple[Index, ...]]  # key -> one index per dimension
+SlicePlan = dict[str, tuple[Index, ...]]  # key -> one index per dimension
 GroupsFn = Callable[[str, int], int]
 
 
@@ -91,7 +91,7 @@ def make_plan(
     sub_shapes: Mapping[str, Sequence[int]],
     offset: int = 0,
     groups: GroupsFn = no_groups,
-) -> Plan:
+) -> SlicePlan:
     """Index sets that cut each sub-model tensor out of the global one.
 
     Raises
@@ -100,7 +100,7 @@ def make_plan(
         If the sub-model has a key the global model lacks, or a tensor of
         another rank.
     """
-    plan: Plan = {}
+    plan: SlicePlan = {}
     for key, sub in sub_shapes.items():
         if key not in full_shapes:
             raise ValueError(f"sub-model key {key!r} is not in the global model")
@@ -121,7 +121,7 @@ def _ix(index: tuple[Index, ...], shape: Sequence[int]) -> tuple:
     return np.ix_(*(np.arange(n) if i is None else i for i, n in zip(index, shape, strict=True)))
 
 
-def slice_state(state: Mapping[str, np.ndarray], plan: Plan) -> dict[str, np.ndarray]:
+def slice_state(state: Mapping[str, np.ndarray], plan: SlicePlan) -> dict[str, np.ndarray]:
     """The sub-model's state: each planned tensor cut out of ``state``."""
     # np.array, not np.ascontiguousarray: that one turns 0-d tensors into shape (1,).
     return {
@@ -131,7 +131,7 @@ def slice_state(state: Mapping[str, np.ndarray], plan: Plan) -> dict[str, np.nda
 
 
 def unslice_into(
-    target: dict[str, np.ndarray], sub_state: Mapping[str, np.ndarray], plan: Plan
+    target: dict[str, np.ndarray], sub_state: Mapping[str, np.ndarray], plan: SlicePlan
 ) -> None:
     """Write a sub-model's tensors back into their places in ``target`` (in place)."""
     for k, idx in plan.items():
@@ -148,7 +148,7 @@ class SliceUpdate:
     """
 
     state: Mapping[str, np.ndarray]
-    plan: Plan
+    plan: SlicePlan
     weight: float
     rows: Mapping[str, np.ndarray] | None = None
 

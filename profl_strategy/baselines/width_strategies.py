@@ -8,19 +8,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
 
-from profl_strategy.baselines.protocol import QUERY_BN_STATS, TRAIN_WIDTH, width_record
 from profl_strategy.baselines.static_bn import pool_statistics, statistics_of
-from profl_strategy.baselines.submodel import Payload, SubModelStrategy, Tier, to_numpy, to_record
+from profl_strategy.baselines.submodel import Payload, Tier, TieredMethod, to_numpy, to_record
 from profl_strategy.baselines.width import (
     DEFAULT_RATIOS,
-    Plan,
-    SliceUpdate,
-    aggregate_slices,
+    SlicePlan,
     classifier_keys,
     groups_for,
     make_plan,
@@ -29,13 +26,23 @@ from profl_strategy.baselines.width import (
     sub_key,
     width_model,
 )
+from profl_strategy.engine import RoundOutcome, RoundPlan
+from profl_strategy.engine_rounds import array_problem
 from profl_strategy.memory import estimate_forward, estimate_full
+from profl_strategy.merge import merge_updates
 from profl_strategy.models import build_full_model
-from profl_strategy.protocol import step_record
-from profl_strategy.replies import merge_weighted, reply_problem
+from profl_strategy.protocol import BNStatsQuery, Refused, Statistics, WidthOrder, read_reply
 
 
-class HeteroFL(SubModelStrategy):
+def ratios_of(method_config: dict[str, Any]) -> tuple[float, ...]:
+    """``method.ratios``, largest first; each must lie in (0, 1]."""
+    ratios = tuple(sorted({float(r) for r in method_config.get("ratios", DEFAULT_RATIOS)}))[::-1]
+    if not ratios or not all(0 < r <= 1 for r in ratios):
+        raise ValueError(f"method.ratios must lie in (0, 1], got {ratios}")
+    return ratios
+
+
+class HeteroFL(TieredMethod):
     """Static nested width tiers; every parameter entry averaged over the nodes holding it.
 
     Diao et al., ICLR 2021. A node of rate ``r`` trains channels ``0 .. r*C-1``
@@ -49,24 +56,20 @@ class HeteroFL(SubModelStrategy):
     conv here is followed by BN, which cancels that factor.
     """
 
-    message_type = TRAIN_WIDTH
     rolling = False
 
     def __init__(self, **kwargs: Any) -> None:
         mc = dict(kwargs.get("method_config") or {})
-        self.ratios = tuple(sorted({float(r) for r in mc.get("ratios", DEFAULT_RATIOS)}))[::-1]
-        if not self.ratios or not all(0 < r <= 1 for r in self.ratios):
-            raise ValueError(f"method.ratios must lie in (0, 1], got {self.ratios}")
+        self.ratios = ratios_of(mc)
         self.label_mask = bool(mc.get("label_mask", False))
         self.static_bn = bool(mc.get("static_bn", True))
-        self._merged: list[int] = []
         super().__init__(**kwargs)
         self._groups = groups_for(self.key)
         self._sub_shapes: dict[float, dict[str, tuple[int, ...]]] = {}
         self._classifier = classifier_keys(self.model)
 
     def build_model(self) -> nn.Module:
-        return self._seeded(lambda: build_full_model(self.key.spec()))
+        return self.seeded(lambda: build_full_model(self.key.spec()))
 
     def make_ladder(self) -> list[Tier]:
         return [
@@ -84,7 +87,7 @@ class HeteroFL(SubModelStrategy):
             self._sub_shapes[ratio] = shapes_of(width_model(self.key, ratio).state_dict())
         return self._sub_shapes[ratio]
 
-    def plan(self, ratio: float, server_round: int) -> Plan:
+    def plan(self, ratio: float, server_round: int) -> SlicePlan:
         """Index sets of a width-``ratio`` node in ``server_round``."""
         full = shapes_of(self.model.state_dict())
         return make_plan(full, self.sub_shapes(ratio), self.offset(server_round), self._groups)
@@ -92,81 +95,68 @@ class HeteroFL(SubModelStrategy):
     def payload(self, tier: Tier, server_round: int) -> Payload:
         plan = self.plan(tier.value, server_round)
         sub = slice_state(to_numpy(self.model.state_dict()), plan)
-        return Payload(to_record(sub), shapes_of(sub), plan)
+        return Payload(to_record(sub), shapes_of(sub), {k: (k, idx) for k, idx in plan.items()})
 
-    def tier_config(self, base: ConfigRecord, tier: Tier, server_round: int) -> ConfigRecord:
-        return width_record(
-            base,
-            self.schedule.current,
-            server_round,
-            tier.need_mb,
-            ratio=tier.value,
-            label_mask=self.label_mask,
+    def order(self, tier: Tier, server_round: int) -> WidthOrder:
+        return WidthOrder(run=self.run, server_round=server_round, need_mb=tier.need_mb,
+                          enforce_budget=self.memory_aware, ratio=tier.value,
+                          label_mask=self.label_mask)  # fmt: skip
+
+    def apply(self, plan: RoundPlan, outcome: RoundOutcome) -> None:
+        """Per-entry mean over the nodes whose window holds the entry (the engine's merge);
+        with the label mask, classifier rows only from nodes that hold the label."""
+        rows = {}
+        for r in outcome.good:
+            if self.label_mask and r.trained.labels is not None:
+                labels = np.asarray(r.trained.labels, dtype=np.int64)
+                rows[r.node] = dict.fromkeys(self._classifier, labels)
+        merged = merge_updates(to_numpy(self.model.state_dict()), outcome.updates(rows))
+        self.model.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in merged.items()}, strict=False
         )
 
-    def merge(self, good: list[tuple[int, RecordDict]]) -> None:
-        updates = []
-        for node, content in good:
-            m = content["metrics"]
-            rows = None
-            if self.label_mask and "labels" in m:
-                labels = np.asarray(list(m["labels"]), dtype=np.int64)
-                rows = dict.fromkeys(self._classifier, labels)
-            updates.append(
-                SliceUpdate(
-                    {k: a.numpy() for k, a in content["arrays"].items()},
-                    self._expect[node].info,
-                    float(m["num-examples"]),
-                    rows,
-                )
-            )
-        merged = aggregate_slices(to_numpy(self.model.state_dict()), updates)
-        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in merged.items()})
-        self._merged = [node for node, _ in good]
-
-    def after_merge(self, grid: Grid, server_round: int, timeout: float) -> None:
+    def after_merge(self, grid: Grid, plan: RoundPlan, outcome: RoundOutcome) -> dict[str, Any]:
         """Static BN: replace the merged BN statistics by the global model's own."""
         if not self.static_bn:
-            return
+            return {}
         need = estimate_forward(self.key, self.batch_size).total_mb
-        nodes = [n for n in self._merged if not self.memory_aware or self.budgets[n] >= need]
-        reference = statistics_of(self.model)
-        cfg = step_record(self.run_config, self.schedule.current, server_round, need)
-        cfg["enforce-budget"] = self.memory_aware
+        merged = [r.node for r in outcome.good]
+        nodes = [n for n in merged if not self.memory_aware or self.budgets[n] >= need]
+        shapes = {k: tuple(v.shape) for k, v in statistics_of(self.model).items()}
+        query = BNStatsQuery(run=self.run, server_round=plan.server_round, need_mb=need,
+                             enforce_budget=self.memory_aware)  # fmt: skip
         arrays = ArrayRecord(self.model.state_dict())
-        msgs = [
-            Message(
-                RecordDict({"arrays": arrays, "config": cfg}),
-                dst_node_id=n,
-                message_type=QUERY_BN_STATS,
-                group_id=str(server_round),
-                ttl=timeout,
-            )
-            for n in nodes
-        ]
+        msgs = [query.message(arrays, n, self.round_timeout) for n in nodes]
         stats, rejected = [], 0
-        for reply in grid.send_and_receive(msgs, timeout=timeout) if msgs else []:
-            problem = reply_problem(reply, reference, reference)
+        for reply in grid.send_and_receive(msgs, timeout=self.round_timeout) if msgs else []:
+            answer = None if reply.has_error() else read_reply(reply.content)
+            problem = self.statistics_problem(reply, answer, shapes)
             if problem:
                 rejected += 1
-                log(WARNING, "BN statistics of node %s rejected: %s", self._node_of(reply), problem)
+                log(WARNING, "BN statistics of node %s rejected: %s", reply.metadata.src_node_id,
+                    problem)  # fmt: skip
                 continue
-            arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
-            stats.append((arrays, float(reply.content["metrics"]["num-examples"])))
-        self._last.update(bn_stats_nodes=len(stats), bn_stats_rejected=rejected)
+            arrays_np = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+            stats.append((arrays_np, float(answer.num_examples)))  # type: ignore[union-attr]
         if not stats:
-            log(
-                WARNING,
-                "round %d: no BN statistics (%d nodes asked, need %.1f MB); the merged ones stay",
-                server_round,
-                len(msgs),
-                need,
-            )
-            return
-        pooled = pool_statistics(stats)
-        self.model.load_state_dict(
-            {k: torch.from_numpy(v) for k, v in pooled.items()}, strict=False
-        )
+            log(WARNING, "round %d: no BN statistics (%d nodes asked, need %.1f MB); the "
+                "merged ones stay", plan.server_round, len(msgs), need)  # fmt: skip
+        else:
+            pooled = pool_statistics(stats)
+            self.model.load_state_dict({k: torch.from_numpy(v) for k, v in pooled.items()},
+                                       strict=False)  # fmt: skip
+        return {"bn_stats_nodes": len(stats), "bn_stats_rejected": rejected}
+
+    @staticmethod
+    def statistics_problem(reply: object, answer: object, shapes: dict) -> str | None:
+        """Why a BN-statistics reply cannot be pooled, or None."""
+        if reply.has_error():
+            return f"error reply: {reply.error.reason}"  # type: ignore[attr-defined]
+        if isinstance(answer, Refused):
+            return f"refused: needs {answer.need_mb:.1f} MB, budget {answer.memory_mb:.1f} MB"
+        if not isinstance(answer, Statistics):
+            return "not a statistics reply"
+        return array_problem(reply.content, shapes, answer.num_examples)  # type: ignore[attr-defined]
 
     def final_model(self) -> nn.Module:
         """The full-width global model."""
@@ -187,7 +177,7 @@ class FedRolex(HeteroFL):
         return server_round
 
 
-class AllSmall(SubModelStrategy):
+class AllSmall(TieredMethod):
     """One width-scaled model the smallest known budget holds, trained by all (FedAvg).
 
     The width is the largest of ``method.ratios`` whose estimate fits the
@@ -195,17 +185,14 @@ class AllSmall(SubModelStrategy):
     run (nodes joining later with less memory are not eligible).
     """
 
-    message_type = TRAIN_WIDTH
-
     def __init__(self, **kwargs: Any) -> None:
-        mc = dict(kwargs.get("method_config") or {})
-        self.ratios = tuple(sorted({float(r) for r in mc.get("ratios", DEFAULT_RATIOS)}))[::-1]
+        self.ratios = ratios_of(dict(kwargs.get("method_config") or {}))
         self.ratio: float | None = None
         super().__init__(**kwargs)
 
     def build_model(self) -> nn.Module:
         ratio = 1.0 if self.ratio is None else self.ratio
-        return self._seeded(lambda: width_model(self.key, ratio))
+        return self.seeded(lambda: width_model(self.key, ratio))
 
     def make_ladder(self) -> list[Tier]:
         ratios = self.ratios if self.ratio is None else (self.ratio,)
@@ -231,9 +218,9 @@ class AllSmall(SubModelStrategy):
             fit = ladder[-1]
         return 1.0 if not self.memory_aware else fit.value
 
-    def discover_budgets(self, grid: Grid, server_round: int, timeout: float) -> None:
+    def discover(self, grid: Grid, server_round: int, timeout: float) -> None:
         """After the first budgets arrive, fix the width and build the model at it."""
-        super().discover_budgets(grid, server_round, timeout)
+        super().discover(grid, server_round, timeout)
         if self.ratio is None and self.budgets:
             self.fix_width()
 
@@ -242,7 +229,6 @@ class AllSmall(SubModelStrategy):
         self.ratio = self.choose_ratio()
         self._ladder = None
         self.model = self.build_model()
-        self.detector.reset(self.block_params(self.key.spec().num_blocks - 1))
         log(INFO, "AllSmall: width ratio %g (model width %g)", self.ratio, self.width)
 
     @property
@@ -259,12 +245,10 @@ class AllSmall(SubModelStrategy):
         state = to_numpy(self.model.state_dict())
         return Payload(to_record(state), shapes_of(state))
 
-    label_mask = False  # plain FedAvg on one model: no masked classifier
-    tier_config = HeteroFL.tier_config
-
-    def merge(self, good: list[tuple[int, RecordDict]]) -> None:
-        contents = [c for _, c in good]
-        self.model.load_state_dict(merge_weighted(contents, self.model.state_dict()))
+    def order(self, tier: Tier, server_round: int) -> WidthOrder:
+        """Plain FedAvg on one model: no masked classifier."""
+        return WidthOrder(run=self.run, server_round=server_round, need_mb=tier.need_mb,
+                          enforce_budget=self.memory_aware, ratio=tier.value)  # fmt: skip
 
     def final_model(self) -> nn.Module:
         """The small model itself."""

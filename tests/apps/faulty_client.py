@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from client_app.app import budget, train
 from client_app.mods import skip_expired
+from profl_strategy.protocol import Expired
 
 # partition id -> fault; the other partitions are honest. The simulation engine
 # hands a round's messages to its actor in partition order, so the node that
@@ -57,7 +58,7 @@ def faulty_train(msg: Message, context: Context) -> Message:
         # Hang past the deadline, then give up without training: the actor is
         # free again exactly when the next round starts.
         time.sleep(max(0.0, _seconds_left(msg)) + LATE_BY_S)
-        return Message(RecordDict({"metrics": MetricRecord({"expired": 1})}), reply_to=msg)
+        return Message(Expired(max(0.0, -_seconds_left(msg))).content(), reply_to=msg)
     reply = train(msg, context)
     if fault == "slow":
         time.sleep(min(SLOW_SHARE * msg.metadata.ttl, max(0.0, _seconds_left(msg)) / 2))

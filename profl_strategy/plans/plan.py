@@ -10,7 +10,7 @@ where noted:
   BatchNorm layers normalise each chunk with the chunk's own statistics, which
   is *not* exact ("ghost" batch norm); their running statistics are still
   updated once per batch with the full batch's mean and variance (see
-  :mod:`client_app.plan_train`). Frozen prefixes run in eval mode and are
+  :mod:`profl_strategy.plans.train`). Frozen prefixes run in eval mode and are
   unaffected. Activations shrink by ``batch / micro_batch``.
 - ``checkpoint``: :func:`torch.utils.checkpoint.checkpoint` (non-reentrant)
   over segments of the active block; a segment starts at each child holding a
@@ -35,8 +35,8 @@ where noted:
   trainable weights' size per step); ``"sgd"`` drops momentum altogether. That
   changes the optimiser, so it is never exact and is only offered on request.
 
-How a plan runs a step model is in :mod:`profl_strategy.plan_forward`; what it
-costs, and which plan fits a budget, in :mod:`profl_strategy.plan_memory`.
+How a plan runs a step model is in :mod:`profl_strategy.plans.forward`; what it
+costs, and which plan fits a budget, in :mod:`profl_strategy.plans.memory`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ datasets in ``data-dir`` are read here straight from their files:
 Decoding 60k JPEGs takes seconds, so the decoded arrays are cached as ``.npy``
 files (``~/.cache/profl`` or ``$PROFL_CACHE_DIR``). PIL and torchvision are
 imported by the readers that need them: a deployed ClientApp reading a cached
-partition (see ``client_app.dataset``) needs neither.
+partition (see ``profl_strategy.task.dataset``) needs neither.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a :class:`~profl_strategy.plans.Plan` costs, and which plan fits a budget.
+"""What a :class:`~profl_strategy.plans.plan.Plan` costs, and which plan fits a budget.
 
 :func:`estimate_plan` predicts each plan's peak with the memory model of
 :mod:`profl_strategy.memory` (saved tensors counted by a real forward pass)
@@ -18,10 +18,11 @@ from functools import lru_cache, partial
 import torch
 from torch import nn
 
-from profl_strategy.memory import MB, MemoryEstimate, ModelKey, saved_activation_bytes
-from profl_strategy.plan_forward import PlanForward
-from profl_strategy.plans import Plan, candidate_plans
+from profl_strategy.memory import MB, MemoryEstimate, saved_activation_bytes
+from profl_strategy.plans.forward import PlanForward
+from profl_strategy.plans.plan import Plan, candidate_plans
 from profl_strategy.step_model import Step, StepModel, block_shapes
+from profl_strategy.task.model_key import ModelKey
 
 
 def _nbytes(tensors: list[torch.Tensor]) -> int:
@@ -55,8 +56,7 @@ def recompute_peak_bytes(
     saved it. While segment ``k`` is recomputed, what the output module and
     later segments saved is gone, and what is alive is: everything saved
     before the block, the checkpointed inputs of segments ``0..k`` and segment
-    ``k``'s own saved tensors. Returns the maximum over ``k`` and the per-segment
-    values.
+    ``k``'s own saved tensors. Returns the maximum over ``k`` and per segment.
     """
     ptrs = {t.untyped_storage().data_ptr() for t in [*fwd.parameters(), *fwd.buffers()]}
     size: dict[int, int] = {}
@@ -94,12 +94,20 @@ def recompute_peak_bytes(
         fwd.checkpointed = was
         for h in handles:
             h.remove()
+    peaks = _segment_peaks(size, owner, bounds, len(fwd.segments))
+    return max(peaks), peaks
+
+
+def _segment_peaks(
+    size: dict[int, int], owner: dict[int, int], bounds: list[int], segments: int
+) -> list[int]:
+    """Bytes alive while each segment is recomputed (see :func:`recompute_peak_bytes`)."""
     pre = {p for p, o in owner.items() if o == -1}
     peaks = []
-    for k in range(len(fwd.segments)):
+    for k in range(segments):
         alive = pre | set(bounds[: k + 1]) | {p for p, o in owner.items() if o == k}
         peaks.append(sum(size[p] for p in alive))
-    return max(peaks), peaks
+    return peaks
 
 
 _PROBE_BATCHES = (2, 3, 4)
@@ -256,15 +264,19 @@ def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> Mem
     )
     if not plan.offload_prefix:
         return train
+    return max(train, _prefix_pass(key, step, frozen, mb), key=lambda e: e.total_mb)
+
+
+def _prefix_pass(key: ModelKey, step: Step, frozen: int, mb: int) -> MemoryEstimate:
+    """The offloaded prefix's own pass: its weights, its transient and its input chunk."""
     _, prefix_transient, image_bytes, _ = forward_terms(key, step, Plan(), mb)
-    prefix_pass = MemoryEstimate(
+    return MemoryEstimate(
         params_mb=frozen / MB,
         grads_mb=0.0,
         optimizer_mb=0.0,
         activations_mb=0.0,
         transient_mb=(prefix_transient + image_bytes) / MB,
     )
-    return max(train, prefix_pass, key=lambda e: e.total_mb)
 
 
 def choose_plan(

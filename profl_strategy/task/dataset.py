@@ -3,40 +3,35 @@
 Each client gets its train partition from a flwr-datasets partitioner (IID,
 Dirichlet label skew or label shards). The data come either from the Hugging
 Face Hub through ``FederatedDataset`` (``data_dir=""``) or, offline, from local
-files under ``data_dir`` (see ``client_app.local_data``); in both cases the same
-partitioners decide which rows each client gets.
+files under ``data_dir`` (see :mod:`profl_strategy.task.local_data`); in both
+cases the same partitioners decide which rows each client gets.
 
 A deployed SuperNode runs every message in a fresh ClientApp process, so each
-partition is cached on disk the first time it is split (see
-:func:`partition_cache_files`): later messages read two ``.npy`` files with
-numpy instead of importing the data stack (datasets, flwr-datasets, pyarrow,
-pandas, torchvision: seconds) and splitting again. Those libraries are
+partition is cached on disk the first time it is split
+(:mod:`profl_strategy.task.partition_cache`): later messages read two ``.npy``
+files with numpy instead of importing the data stack (datasets, flwr-datasets,
+pyarrow, pandas, torchvision: seconds) and splitting again. Those libraries are
 imported only where a partition, the test split or CIFAR augmentation needs them.
+The datasets' static facts are in :mod:`profl_strategy.task.dataset_info`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import version
-from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from client_app.local_data import (
-    LOCAL_DATASETS,
-    cache_dir,
-    load_local_split,
-    read_cache,
-    save_cache,
-    split_files,
+from profl_strategy.task.dataset_info import (
+    FEMNIST_TEST_FRACTION,
+    DatasetInfo,
+    Partition,
+    get_info,
 )
+from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_split
+from profl_strategy.task.partition_cache import cache_files, read_partition, save_partition
 
 if TYPE_CHECKING:
     import datasets
@@ -44,100 +39,14 @@ if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset: shape, normalisation and hub columns."""
-
-    name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    hub_id: str
-    image_column: str
-    label_column: str
-
-
-DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
-    {
-        "mnist": DatasetInfo(
-            "mnist",
-            10,
-            (1, 28, 28),
-            (0.1307,),
-            (0.3081,),
-            "ylecun/mnist",
-            "image",
-            "label",
-        ),
-        "fmnist": DatasetInfo(
-            "fmnist",
-            10,
-            (1, 28, 28),
-            (0.2860,),
-            (0.3530,),
-            "zalando-datasets/fashion_mnist",
-            "image",
-            "label",
-        ),
-        "cifar10": DatasetInfo(
-            "cifar10",
-            10,
-            (3, 32, 32),
-            (0.4914, 0.4822, 0.4465),
-            (0.2470, 0.2435, 0.2616),
-            "uoft-cs/cifar10",
-            "img",
-            "label",
-        ),
-        "cifar100": DatasetInfo(
-            "cifar100",
-            100,
-            (3, 32, 32),
-            (0.5071, 0.4865, 0.4409),
-            (0.2673, 0.2564, 0.2762),
-            "uoft-cs/cifar100",
-            "img",
-            "fine_label",
-        ),
-        # No verified pixel statistics for the hub copy: map [0, 1] to [-1, 1].
-        "femnist": DatasetInfo(
-            "femnist",
-            62,
-            (1, 28, 28),
-            (0.5,),
-            (0.5,),
-            "flwrlabs/femnist",
-            "image",
-            "character",
-        ),
-    }
-)
-
 PARTITIONER_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards")
 # Dirichlet re-samples until every client has this many samples; kept small so
 # that small alphas with many clients still succeed within its 10 attempts.
 DIRICHLET_MIN_PARTITION_SIZE = 10
-# FEMNIST on the hub has only a train split; this fraction is held out as test.
-FEMNIST_TEST_FRACTION = 0.1
-# Bump when what a cached partition holds, or how it is computed here, changes.
-PARTITION_CACHE_VERSION = 1
-# Libraries whose versions can change which rows a partition gets (shuffles, partitioners).
-PARTITION_LIBRARIES: tuple[str, ...] = ("flwr-datasets", "datasets", "numpy")
 
 _LOCAL_FULL: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
 _LOCAL_PARTITIONERS: dict[tuple[Any, ...], Partitioner] = {}
 _HUB_FDS: dict[tuple[Any, ...], FederatedDataset] = {}
-
-
-def get_info(dataset: str) -> DatasetInfo:
-    """Return the ``DatasetInfo`` of ``dataset`` or raise a helpful ValueError."""
-    try:
-        return DATASETS[dataset]
-    except KeyError:
-        raise ValueError(
-            f"Unknown dataset '{dataset}'; expected one of {sorted(DATASETS)}."
-        ) from None
 
 
 def make_partitioner(
@@ -181,129 +90,78 @@ def make_partitioner(
     raise ValueError(f"Unknown partitioner '{kind}'; expected one of {PARTITIONER_KINDS}.")
 
 
-def partition_rows(
-    dataset: str,
-    partition_id: int,
-    num_partitions: int,
-    *,
-    partitioner: str,
-    alpha: float,
-    shards_per_partition: int,
-    seed: int,
-    data_dir: str,
-) -> np.ndarray:
+def partition_rows(dataset: str, partition_id: int, num_partitions: int, **spec: Any) -> np.ndarray:
     """Return the row indices (into the local train split) of one partition.
+
+    Takes the arguments of :class:`~profl_strategy.task.dataset_info.Partition`;
+    ``data_dir`` must be set.
+    """
+    return _partition_rows(Partition(dataset, partition_id, num_partitions, **spec))
+
+
+def _partition_rows(p: Partition) -> np.ndarray:
+    """Row indices of ``p`` in the local train split.
 
     Only the labels go into a ``datasets.Dataset`` (fast); a ``row`` column
     records where each sample came from so the image array can be indexed.
     """
     import datasets
 
-    _check_partition_id(partition_id, num_partitions)
-    key = (dataset, data_dir, partitioner, num_partitions, alpha, shards_per_partition, seed)
+    _check_partition_id(p.partition_id, p.num_partitions)
+    key = (
+        p.dataset,
+        p.data_dir,
+        p.partitioner,
+        p.num_partitions,
+        p.alpha,
+        p.shards_per_partition,
+        p.seed,
+    )
     part = _LOCAL_PARTITIONERS.get(key)
     if part is None:
         part = make_partitioner(
-            partitioner,
-            num_partitions,
-            alpha=alpha,
-            shards_per_partition=shards_per_partition,
-            seed=seed,
+            p.partitioner,
+            p.num_partitions,
+            alpha=p.alpha,
+            shards_per_partition=p.shards_per_partition,
+            seed=p.seed,
         )
-        _, labels = _local_full(dataset, "train", data_dir)
+        _, labels = _local_full(p.dataset, "train", p.data_dir)
         # Shuffle by seed first, as FederatedDataset does, so IID is random too.
-        order = np.random.default_rng(seed).permutation(len(labels))
+        order = np.random.default_rng(p.seed).permutation(len(labels))
         part.dataset = datasets.Dataset.from_dict({"label": labels[order], "row": order})
         _LOCAL_PARTITIONERS[key] = part
     # Via Arrow: iterating a datasets Column row by row is ~15x slower.
-    rows = part.load_partition(partition_id).with_format("arrow")[:]["row"]
+    rows = part.load_partition(p.partition_id).with_format("arrow")[:]["row"]
     return rows.to_numpy().astype(np.int64, copy=False)
 
 
 def load_partition(
-    dataset: str,
-    partition_id: int,
-    num_partitions: int,
-    *,
-    partitioner: str,
-    alpha: float,
-    shards_per_partition: int,
-    seed: int,
-    data_dir: str,
+    dataset: str, partition_id: int, num_partitions: int, **spec: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images uint8 NxHxWxC, labels int64 N)`` of one client's train data.
 
+    Takes the arguments of :class:`~profl_strategy.task.dataset_info.Partition`:
+    ``dataset``, ``partition_id``, ``num_partitions``, then the keywords
+    ``partitioner``, ``alpha``, ``shards_per_partition``, ``seed``, ``data_dir``.
     Reads local files when ``data_dir`` is set, else the Hugging Face Hub. The
     first call for a partition splits the data with flwr-datasets and caches
-    the result (:func:`partition_cache_files`); later calls, such as a deployed
-    node's next train message in a fresh process, read it back with numpy only.
+    the result (:mod:`profl_strategy.task.partition_cache`); later calls, such
+    as a deployed node's next train message in a fresh process, read it back
+    with numpy only.
     """
+    part = Partition(dataset, partition_id, num_partitions, **spec)
     c, h, w = get_info(dataset).input_shape
     _check_partition_id(partition_id, num_partitions)
-    if data_dir:
+    if part.data_dir:
         _check_local(dataset)
-    spec = {
-        "partitioner": partitioner,
-        "alpha": alpha,
-        "shards_per_partition": shards_per_partition,
-        "seed": seed,
-        "data_dir": data_dir,
-    }
-    images_file, labels_file = partition_cache_files(dataset, partition_id, num_partitions, **spec)
-    labels = read_cache(labels_file, np.int64, (None,))
-    if labels is not None:
-        images = read_cache(images_file, np.uint8, (len(labels), h, w, c))
-        if images is not None:
-            return images, labels
-    images, labels = _split_partition(dataset, partition_id, num_partitions, **spec)
-    save_cache(images_file, images)
-    save_cache(labels_file, labels)
+    files = cache_files(part)
+    cached = read_partition(files, (h, w, c))
+    if cached is not None:
+        return cached
+    images, labels = _split_partition(part)
+    save_partition(files, images, labels)
     return images, labels
-
-
-def partition_cache_files(
-    dataset: str,
-    partition_id: int,
-    num_partitions: int,
-    *,
-    partitioner: str,
-    alpha: float,
-    shards_per_partition: int,
-    seed: int,
-    data_dir: str,
-) -> tuple[Path, Path]:
-    """The ``(images, labels)`` ``.npy`` files that cache one partition.
-
-    Their name hashes everything that decides the partition: the data (the
-    resolved ``data_dir`` and its train files' size and mtime, or the hub id),
-    the partitioner and its parameters, the seed, the partition, the versions
-    of ``PARTITION_LIBRARIES`` and ``PARTITION_CACHE_VERSION``. Changing any of
-    them misses the cache instead of serving a stale partition.
-    """
-    if data_dir:
-        files = split_files(dataset, "train", data_dir)
-        source: dict[str, Any] = {
-            "data-dir": str(Path(data_dir).expanduser().resolve()),
-            "files": [_file_stamp(path) for path in files],
-        }
-    else:
-        source = {"hub": get_info(dataset).hub_id, "test-fraction": FEMNIST_TEST_FRACTION}
-    key = {
-        "cache-version": PARTITION_CACHE_VERSION,
-        "libraries": {name: version(name) for name in PARTITION_LIBRARIES},
-        "dataset": dataset,
-        "source": source,
-        "partitioner": partitioner,
-        "alpha": float(alpha),
-        "shards": int(shards_per_partition),
-        "seed": int(seed),
-        "num-partitions": int(num_partitions),
-        "partition-id": int(partition_id),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    stem = f"{dataset}-{partitioner}-{partition_id}of{num_partitions}-{digest}"
-    folder = cache_dir() / "partitions"
-    return folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy"
 
 
 def subsample_rows(n: int, share: float, *, seed: int, partition_id: int) -> np.ndarray:
@@ -421,45 +279,26 @@ def _check_partition_id(partition_id: int, num_partitions: int) -> None:
         )
 
 
-def _split_partition(
-    dataset: str,
-    partition_id: int,
-    num_partitions: int,
-    *,
-    partitioner: str,
-    alpha: float,
-    shards_per_partition: int,
-    seed: int,
-    data_dir: str,
-) -> tuple[np.ndarray, np.ndarray]:
+def _split_partition(p: Partition) -> tuple[np.ndarray, np.ndarray]:
     """Split the train data with flwr-datasets and return one partition's arrays."""
-    if data_dir:
-        rows = partition_rows(
-            dataset,
-            partition_id,
-            num_partitions,
-            partitioner=partitioner,
-            alpha=alpha,
-            shards_per_partition=shards_per_partition,
-            seed=seed,
-            data_dir=data_dir,
-        )
-        images, labels = _local_full(dataset, "train", data_dir)
+    if p.data_dir:
+        rows = _partition_rows(p)
+        images, labels = _local_full(p.dataset, "train", p.data_dir)
         return images[rows], labels[rows]
-    info = get_info(dataset)
-    key = (dataset, partitioner, num_partitions, alpha, shards_per_partition, seed)
+    info = get_info(p.dataset)
+    key = (p.dataset, p.partitioner, p.num_partitions, p.alpha, p.shards_per_partition, p.seed)
     fds = _HUB_FDS.get(key)
     if fds is None:
         part = make_partitioner(
-            partitioner,
-            num_partitions,
-            alpha=alpha,
-            shards_per_partition=shards_per_partition,
-            seed=seed,
+            p.partitioner,
+            p.num_partitions,
+            alpha=p.alpha,
+            shards_per_partition=p.shards_per_partition,
+            seed=p.seed,
             label_column=info.label_column,
         )
-        fds = _HUB_FDS[key] = _hub_dataset(info, part, seed)
-    return _hf_to_numpy(fds.load_partition(partition_id, "train"), info)
+        fds = _HUB_FDS[key] = _hub_dataset(info, part, p.seed)
+    return _hf_to_numpy(fds.load_partition(p.partition_id, "train"), info)
 
 
 def _check_local(dataset: str) -> None:
@@ -470,15 +309,6 @@ def _check_local(dataset: str) -> None:
             f"{LOCAL_DATASETS} can be read. Pick one of those, or set data-dir='' "
             f"to download '{get_info(dataset).hub_id}' from the Hugging Face Hub."
         )
-
-
-def _file_stamp(path: Path) -> tuple[str, int, int]:
-    """``(name, size, mtime_ns)`` of a data file, ``-1`` for both if it is missing."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return path.name, -1, -1
-    return path.name, stat.st_size, stat.st_mtime_ns
 
 
 def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
-"""Local training of one ProFL step under a memory-saving :class:`~profl_strategy.plans.Plan`.
+"""Local training of one ProFL step under a memory-saving :class:`~profl_strategy.plans.plan.Plan`.
 
-:func:`train_with_plan` has the contract of :func:`client_app.train.train_step`
+:func:`train_with_plan` has the contract of :func:`profl_strategy.task.train.train_step`
 (mean loss, examples seen) and, for every exact plan, the same result up to
 floating-point rounding. What each technique does on the client:
 
@@ -26,7 +26,7 @@ Micro-batches
 
 Checkpointing
     The active block runs as checkpointed segments
-    (:class:`~profl_strategy.plan_forward.PlanForward`, ``use_reentrant=False``). The
+    (:class:`~profl_strategy.plans.forward.PlanForward`, ``use_reentrant=False``). The
     gradient is exactly the plain one; the RNG state is preserved for the
     recomputation (``preserve_rng_state``), so dropout masks match, and the
     recomputation does not update BatchNorm running statistics a second time.
@@ -66,8 +66,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.sgd import sgd as sgd_update
 
-from profl_strategy.plan_forward import PlanForward, in_recompute, trainable_part
-from profl_strategy.plans import Plan
+from profl_strategy.plans.forward import PlanForward, in_recompute, trainable_part
+from profl_strategy.plans.plan import Plan
 from profl_strategy.step_model import StepModel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -292,6 +292,24 @@ def prefix_outputs(
     return out
 
 
+def _epoch_batches(
+    model: StepModel, loader: Iterable[Batch], plan: Plan, stepper: Stepper, device: torch.device
+) -> Iterable[Batch]:
+    """An epoch's batches; with an offloaded prefix, the frozen prefix's outputs, computed
+    first with only the prefix on the device (the trainable part and its state on the host)."""
+    if not plan.offload_prefix:
+        return loader
+    part, frozen = trainable_part(model), model.frozen_modules()
+    _move(part, HOST)
+    stepper.to(HOST)
+    _move(frozen, device)
+    batches = prefix_outputs(model, loader, device, plan.micro_batch)
+    _move(frozen, HOST)
+    _move(part, device)
+    stepper.to(device)
+    return batches
+
+
 def train_with_plan(
     model: StepModel,
     loader: Iterable[Batch],
@@ -306,9 +324,9 @@ def train_with_plan(
 ) -> tuple[float, int]:
     """Train the step's trainable parameters under ``plan``; return mean loss and examples seen.
 
-    Same contract as :func:`client_app.train.train_step`. With an exact plan
-    the updated weights equal plain training's up to rounding, except that
-    trainable BatchNorm layers see micro-batch statistics (module docstring).
+    Same contract as :func:`profl_strategy.task.train.train_step`. With an exact plan the
+    weights equal plain training's up to rounding, except that trainable BatchNorm
+    layers see micro-batch statistics (module docstring).
 
     Raises
     ------
@@ -318,27 +336,17 @@ def train_with_plan(
     if not plan.applies_to(model.step):
         raise ValueError(f"plan {plan.label()} does not apply to step {model.step}")
     model.train()
-    part, frozen = trainable_part(model), model.frozen_modules()
     if not plan.offload_prefix:
         model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    stepper = Stepper(
-        params, plan, lr=lr, momentum=momentum, weight_decay=weight_decay, proximal_mu=proximal_mu
-    )
+    hyper = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    stepper = Stepper(params, plan, **hyper, proximal_mu=proximal_mu)
     bn_stats = FullBatchNormStats(model) if plan.micro_batch else None
     fwd = PlanForward(model, plan)
     total, seen = 0.0, 0
     try:
         for _ in range(epochs):
-            batches: Iterable[Batch] = loader
-            if plan.offload_prefix:
-                _move(part, HOST)
-                stepper.to(HOST)
-                _move(frozen, device)
-                batches = prefix_outputs(model, loader, device, plan.micro_batch)
-                _move(frozen, HOST)
-                _move(part, device)
-                stepper.to(device)
+            batches = _epoch_batches(model, loader, plan, stepper, device)
             for x, y in batches:
                 prox = stepper.proximal_term()
                 loss = backward_batch(fwd, x, y, plan.micro_batch, device)

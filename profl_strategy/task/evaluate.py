@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from client_app.dataset import load_test, make_loader
-from client_app.train import evaluate
+from profl_strategy.task.dataset import load_test, make_loader
+from profl_strategy.task.train import evaluate
 
 
 class TestSetEvaluator:

@@ -3,7 +3,7 @@
 With ``plans: off`` a node trains a step only if plain training fits its budget
 (:func:`profl_strategy.memory.estimate_step`). With ``plans: exact`` (or
 ``any``, which also allows dropping momentum) the strategy picks, per node, the
-fastest plan of :mod:`profl_strategy.plans` whose estimated peak fits, so nodes
+fastest plan of :mod:`profl_strategy.plans.plan` whose estimated peak fits, so nodes
 too small for plain training still take part. The ClientApp re-checks the
 plan it is sent against its own budget with the same estimate.
 """
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from profl_strategy.memory import ModelKey, estimate_step
-from profl_strategy.plan_memory import cheapest_plan, choose_plan, estimate_plan
-from profl_strategy.plans import candidate_plans
+from profl_strategy.memory import estimate_step
+from profl_strategy.plans import PLAN_MODES
+from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.plans.plan import candidate_plans
 from profl_strategy.step_model import Step
+from profl_strategy.task.model_key import ModelKey
 
-PLAN_MODES = ("off", "exact", "any")
 PLAIN = "plain"
 
 

@@ -1,8 +1,8 @@
-"""Running a step model the way a :class:`~profl_strategy.plans.Plan` does.
+"""Running a step model the way a :class:`~profl_strategy.plans.plan.Plan` does.
 
 Checkpointed segments of the active block (BatchNorm statistics updated once,
 not again by the recomputation) and the split of a step model into what trains
-and what is frozen; :mod:`client_app.plan_train` drives it.
+and what is frozen; :mod:`profl_strategy.plans.train` drives it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from profl_strategy.plans import Plan
+from profl_strategy.plans.plan import Plan
 from profl_strategy.step_model import StepModel
 
 _LOCAL = threading.local()

@@ -1,0 +1,110 @@
+"""The per-node disk cache of train partitions.
+
+A deployed SuperNode runs every message in a fresh ClientApp process, so each
+partition is cached on disk the first time it is split (see
+:func:`partition_cache_files`): later messages read two ``.npy`` files with
+numpy instead of importing the data stack (datasets, flwr-datasets, pyarrow,
+pandas, torchvision: seconds) and splitting again. The cache lives in
+``$PROFL_CACHE_DIR/partitions`` (default ``~/.cache/profl``); nothing here
+imports the data stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from profl_strategy.task.dataset_info import FEMNIST_TEST_FRACTION, Partition, get_info
+from profl_strategy.task.local_data import cache_dir, read_cache, save_cache, split_files
+
+# Bump when what a cached partition holds, or how it is computed here, changes.
+PARTITION_CACHE_VERSION = 1
+# Libraries whose versions can change which rows a partition gets (shuffles, partitioners).
+PARTITION_LIBRARIES: tuple[str, ...] = ("flwr-datasets", "datasets", "numpy")
+
+CacheFiles = tuple[Path, Path]  # (images, labels)
+
+
+def partition_cache_files(
+    dataset: str, partition_id: int, num_partitions: int, **spec: Any
+) -> CacheFiles:
+    """The ``(images, labels)`` ``.npy`` files that cache one partition.
+
+    Takes the arguments of :class:`~profl_strategy.task.dataset_info.Partition`
+    (those of ``load_partition``); see :func:`cache_files`.
+    """
+    return cache_files(Partition(dataset, partition_id, num_partitions, **spec))
+
+
+def cache_files(part: Partition) -> CacheFiles:
+    """The ``(images, labels)`` ``.npy`` files that cache ``part``.
+
+    Their name hashes everything that decides the partition: the data (the
+    resolved ``data_dir`` and its train files' size and mtime, or the hub id),
+    the partitioner and its parameters, the seed, the partition, the versions
+    of ``PARTITION_LIBRARIES`` and ``PARTITION_CACHE_VERSION``. Changing any of
+    them misses the cache instead of serving a stale partition.
+    """
+    dataset = part.dataset
+    if part.data_dir:
+        files = split_files(dataset, "train", part.data_dir)
+        source: dict[str, Any] = {
+            "data-dir": str(Path(part.data_dir).expanduser().resolve()),
+            "files": [_file_stamp(path) for path in files],
+        }
+    else:
+        source = {"hub": get_info(dataset).hub_id, "test-fraction": FEMNIST_TEST_FRACTION}
+    key = {
+        "cache-version": PARTITION_CACHE_VERSION,
+        "libraries": {name: version(name) for name in PARTITION_LIBRARIES},
+        "dataset": dataset,
+        "source": source,
+        "partitioner": part.partitioner,
+        "alpha": float(part.alpha),
+        "shards": int(part.shards_per_partition),
+        "seed": int(part.seed),
+        "num-partitions": int(part.num_partitions),
+        "partition-id": int(part.partition_id),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    stem = f"{dataset}-{part.partitioner}-{part.partition_id}of{part.num_partitions}-{digest}"
+    folder = cache_dir() / "partitions"
+    return folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy"
+
+
+def read_partition(
+    files: CacheFiles, image_shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached ``(images, labels)``, or None if missing, unreadable or misshapen.
+
+    ``image_shape`` is one image's ``(H, W, C)``.
+    """
+    images_file, labels_file = files
+    labels = read_cache(labels_file, np.int64, (None,))
+    if labels is None:
+        return None
+    images = read_cache(images_file, np.uint8, (len(labels), *image_shape))
+    if images is None:
+        return None
+    return images, labels
+
+
+def save_partition(files: CacheFiles, images: np.ndarray, labels: np.ndarray) -> None:
+    """Cache a partition's arrays (warns instead of failing, see ``save_cache``)."""
+    images_file, labels_file = files
+    save_cache(images_file, images)
+    save_cache(labels_file, labels)
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    """``(name, size, mtime_ns)`` of a data file, ``-1`` for both if it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return path.name, -1, -1
+    return path.name, stat.st_size, stat.st_mtime_ns
