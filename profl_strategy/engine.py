@@ -123,6 +123,7 @@ class Engine(FedAvg):
         self.refusals = 0
         self.server_round = 0
         self.round_timeout = 600.0
+        self.deadline: float | None = None  # time.monotonic(): no round starts after it
         self._in_flight: dict[int, RoundPlan] = {}  # Flower's loop: plans awaiting replies
 
     # ---- what a method defines ------------------------------------------------------
@@ -304,7 +305,7 @@ class Engine(FedAvg):
             self.discover(grid, self.server_round, timeout)
             check_feasible(self.remaining_needs(), self.budgets.values(), self.batch_size)
         result = Result()
-        while self.server_round < num_rounds and not self.schedule.done:
+        while self.server_round < num_rounds and not self.schedule.done and self._in_time():
             self.server_round += 1
             t0 = time.monotonic()
             step = self.schedule.current
@@ -325,6 +326,13 @@ class Engine(FedAvg):
                 self.on_round(record)
         result.arrays = ArrayRecord(self.final_model().state_dict())
         return result
+
+    def _in_time(self) -> bool:
+        """Whether a round may still start (a time-boxed run stops between rounds)."""
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return True
+        log(INFO, "time box reached after round %d: stopping", self.server_round)
+        return False
 
     # ---- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -57,8 +57,11 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.output.dir).expanduser().resolve() / name
 
 
-def run_profl(grid: Grid, run_config: dict) -> dict:
-    """The whole run on any Grid; returns the summary written to results.json."""
+def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> dict:
+    """The whole run on any Grid; returns the summary written to results.json.
+
+    ``deadline`` (``time.monotonic()`` seconds) time-boxes it: no round starts after it.
+    """
     cfg = compose_config(run_config)
     run = run_spec(cfg)
     evaluator = test_set_evaluator(cfg, run.data.data_dir)
@@ -81,7 +84,7 @@ def run_profl(grid: Grid, run_config: dict) -> dict:
         if every and (strategy.server_round % every == 0 or strategy.schedule.done):
             checkpoint.save(run_dir / "checkpoint.pt", strategy.state_dict(), config_hash)
 
-    strategy.on_round = on_round
+    strategy.on_round, strategy.deadline = on_round, deadline
     result = strategy.start(
         grid, num_rounds=cfg.num_rounds, timeout=float(cfg.train.timeout), evaluate_fn=evaluator
     )

@@ -6,29 +6,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.runner import free_port, listener_pids
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.simulation
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listener_pids(port: int) -> list[int]:
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
-    return [
-        int(p.split("=")[1]) for p in out.stdout.replace(",", " ").split() if p.startswith("pid=")
-    ]
 
 
 def flwr_run(app: Path, home: Path, run_config: str, supernodes: int) -> tuple[str, list[dict]]:

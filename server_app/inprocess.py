@@ -1,0 +1,97 @@
+"""A Grid that hands each message to this app's ClientApp in the same process.
+
+Flower's simulation engine needs Ray and a SuperLink; a machine without them
+(the lent GPU machine has torch only) can still run the real ServerApp code
+(:func:`server_app.app.run_profl`) against the real ClientApp, mods included.
+The ClientApp is loaded the way Flower loads it, from the ``clientapp``
+component of ``pyproject.toml``, so the ServerApp's package never imports the
+client package. Messages are delivered one at a time: a round costs the sum of
+its nodes' training, as in a simulation with one actor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def load_component(name: str = "clientapp", project: Path = PROJECT) -> ClientApp:
+    """The object ``[tool.flwr.app.components].<name>`` names (``module:attribute``)."""
+    config = tomllib.loads((project / "pyproject.toml").read_text())
+    ref = config["tool"]["flwr"]["app"]["components"][name]
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class InProcessGrid(Grid):
+    """Nodes ``1..N`` with the given node configs, served by one in-process ClientApp.
+
+    A handler's exception becomes an error reply, as Flower sends one.
+    """
+
+    def __init__(
+        self,
+        node_configs: list[dict],
+        clientapp: ClientApp | None = None,
+    ) -> None:
+        # Flower's Message needs the identity of the task building it; in-process this
+        # process is run 1's ServerApp (node 0) and hosts its ClientApps.
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        self.contexts = {
+            i + 1: Context(
+                run_id=1, node_id=i + 1, node_config=nc, state=RecordDict(), run_config={}
+            )
+            for i, nc in enumerate(node_configs)
+        }
+        self.clientapp = clientapp
+
+    def set_run(self, run_id: int) -> None:  # noqa: D102 - one run in-process
+        pass
+
+    @property
+    def run(self):  # noqa: ANN201, D102
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs) -> Message:  # noqa: ANN002, ANN003, D102
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        raise NotImplementedError
+
+    def deliver(self, msg: Message) -> Message | None:
+        """The node's reply to ``msg`` (None: the node stays silent)."""
+        if self.clientapp is None:
+            self.clientapp = load_component()
+        context = self.contexts[msg.metadata.dst_node_id]
+        try:
+            return self.clientapp(msg, context)
+        except Exception as err:  # noqa: BLE001 - becomes an error reply, as in Flower
+            return Message(Error(code=2, reason=repr(err)), reply_to=msg)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Deliver each message and collect the replies."""
+        replies = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # the SuperLink would
+            reply = self.deliver(msg)
+            if reply is not None:
+                replies.append(reply)
+        return replies
