@@ -100,7 +100,6 @@ class Engine(FedAvg):
         min_replies: int = 1,
         method_config: dict[str, Any] | None = None,
         on_round: RoundHook | None = None,
-        **_: Any,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,

@@ -5,6 +5,7 @@ Used by the ServerApp and the benchmarks alike, so both build a method the same 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
@@ -72,13 +73,16 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         full_model_rounds=cfg.num_rounds if m.full_model else 0,
         budget=cfg.num_rounds if m.share_rounds else 0,
     )
-    detector = ConvergenceDetector(
-        m.em.window, m.em.threshold, m.em.patience, m.em.variant, m.em.norm, m.em.sample
-    )
-    return get_class(m.strategy)(
+    method = get_class(m.strategy)
+    extra = {}
+    if "detector" in inspect.signature(method).parameters:  # ProFL's effective movement
+        extra["detector"] = ConvergenceDetector(
+            m.em.window, m.em.threshold, m.em.patience, m.em.variant, m.em.norm, m.em.sample
+        )
+    return method(
         run=run,
         schedule=schedule,
-        detector=detector,
+        **extra,
         fraction_train=float(cfg.train.fraction),
         min_train_nodes=int(cfg.train.min_nodes),
         seed=cfg.seed,

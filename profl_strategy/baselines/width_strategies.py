@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message
 from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
@@ -31,7 +31,14 @@ from profl_strategy.engine_rounds import array_problem
 from profl_strategy.memory import estimate_forward, estimate_full
 from profl_strategy.merge import merge_updates
 from profl_strategy.models import build_full_model
-from profl_strategy.protocol import BNStatsQuery, Refused, Statistics, WidthOrder, read_reply
+from profl_strategy.protocol import (
+    ARRAYS,
+    BNStatsQuery,
+    Refused,
+    Statistics,
+    WidthOrder,
+    read_reply,
+)
 
 
 def ratios_of(method_config: dict[str, Any]) -> tuple[float, ...]:
@@ -136,7 +143,7 @@ class HeteroFL(TieredMethod):
                 log(WARNING, "BN statistics of node %s rejected: %s", reply.metadata.src_node_id,
                     problem)  # fmt: skip
                 continue
-            arrays_np = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+            arrays_np = {k: a.numpy() for k, a in reply.content[ARRAYS].items()}
             stats.append((arrays_np, float(answer.num_examples)))  # type: ignore[union-attr]
         if not stats:
             log(WARNING, "round %d: no BN statistics (%d nodes asked, need %.1f MB); the "
@@ -148,15 +155,15 @@ class HeteroFL(TieredMethod):
         return {"bn_stats_nodes": len(stats), "bn_stats_rejected": rejected}
 
     @staticmethod
-    def statistics_problem(reply: object, answer: object, shapes: dict) -> str | None:
+    def statistics_problem(reply: Message, answer: object, shapes: dict) -> str | None:
         """Why a BN-statistics reply cannot be pooled, or None."""
         if reply.has_error():
-            return f"error reply: {reply.error.reason}"  # type: ignore[attr-defined]
+            return f"error reply: {reply.error.reason}"
         if isinstance(answer, Refused):
             return f"refused: needs {answer.need_mb:.1f} MB, budget {answer.memory_mb:.1f} MB"
         if not isinstance(answer, Statistics):
             return "not a statistics reply"
-        return array_problem(reply.content, shapes, answer.num_examples)  # type: ignore[attr-defined]
+        return array_problem(reply.content, shapes, answer.num_examples)
 
     def final_model(self) -> nn.Module:
         """The full-width global model."""
