@@ -23,7 +23,7 @@ from torch import nn
 from profl_strategy.condense import carry_forward, condense_into_output_module
 from profl_strategy.engine import Assignment, Engine, RoundOutcome, RoundPlan
 from profl_strategy.movement import ConvergenceDetector, sampling_noise
-from profl_strategy.plans.picker import PLAIN, PlanPicker
+from profl_strategy.plans.picker import PlanPicker
 from profl_strategy.protocol import ARRAYS, StepOrder
 from profl_strategy.step_model import STAGE_GROW, STAGE_SHRINK, GlobalModel, Step, StepModel
 
@@ -78,9 +78,9 @@ class ProFL(Engine):
 
     def fits(self, step: Step, nodes: Iterable[int]) -> dict[int, tuple[str, float] | None]:
         """Per node with a known budget: ``(plan, estimated peak MB)`` for ``step``, or None."""
-        need = self.need_mb(step)
+        unlimited = self.plans.unlimited(step)
         return {
-            n: self.plans.fit(step, self.budgets[n]) if self.memory_aware else (PLAIN, need)
+            n: self.plans.fit(step, self.budgets[n]) if self.memory_aware else unlimited
             for n in nodes
             if n in self.budgets
         }

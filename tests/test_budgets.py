@@ -295,3 +295,18 @@ def test_run_goes_on_without_a_nan_node(
     assert len(left_out_lines(caplog, 3)) == 1
     assert summary["rounds"] > REASK_LEFT_OUT_ROUNDS  # so the node was asked again, once
     assert grid.queries[3] == 1 + summary["rounds"] // REASK_LEFT_OUT_ROUNDS
+
+
+def test_memory_unaware_profl_with_plans_is_never_refused(data_dir: Path, tmp_path: Path) -> None:
+    """Without budgets (the upper bound) each order's estimate is the one the node makes."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    nodes = [{"partition-id": i, "num-partitions": 300, "memory-mb": 1.0} for i in range(3)]
+    summary = run_profl(
+        InProcessGrid(nodes),
+        {"preset": "laptop", "data-dir": str(data_dir), "outputs-dir": str(tmp_path),
+         "width": 0.25, "plans": "exact", "overrides": "method.memory_aware=false",
+         "num-server-rounds": 4, "min-rounds-per-step": 1, "eval-every": 100,
+         "checkpoint-every": 0},
+    )  # fmt: skip
+    assert summary["rounds"] == 4 and summary["refusals"] == 0
+    assert summary["rounds_without_update"] == 0

@@ -15,7 +15,7 @@ from functools import lru_cache
 from profl_strategy.memory import estimate_step
 from profl_strategy.plans import PLAN_MODES
 from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
-from profl_strategy.plans.plan import candidate_plans
+from profl_strategy.plans.plan import Plan, candidate_plans
 from profl_strategy.step_model import Step
 from profl_strategy.task.model_key import ModelKey
 
@@ -54,6 +54,13 @@ class PlanPicker:
     def plain_mb(self, step: Step) -> float:
         """Estimated peak of plain training: the step's headline need."""
         return estimate_step(self.key, step, self.batch_size).total_mb
+
+    def unlimited(self, step: Step) -> tuple[str, float]:
+        """``(plan label, estimated peak MB)`` of a node with no budget: plain training,
+        estimated the way the node will estimate the order it is sent."""
+        if not self.enabled:
+            return PLAIN, self.plain_mb(step)
+        return PLAIN, estimate_plan(self.key, step, self.batch_size, Plan()).total_mb
 
     def _fit(self, step: Step, budget_mb: float) -> tuple[str, float] | None:
         """``(plan label, estimated peak MB)`` a node with ``budget_mb`` uses, or None."""
