@@ -7,6 +7,7 @@
 # Results land in $OUT (paper_gpu.md, curves.csv, peaks.md, runs/*/results.json).
 set -euo pipefail
 OUT=${OUT:-/tmp/paper_gpu}
+mkdir -p "$OUT"
 MINUTES=${MINUTES:-3}
 ROUNDS=${ROUNDS:-60}   # ProFL's stage 2 shares these; the time box may end the run first
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
