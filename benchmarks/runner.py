@@ -166,20 +166,22 @@ def progress(tag: str, line: str, started: float) -> bool:
     return True
 
 
+def flwr_env(home: Path, http: int, control: int) -> dict[str, str]:
+    """Environment of one ``flwr run``: its own Flower home and ports, this interpreter's
+    tools first, no per-run dependency installation."""
+    return dict(os.environ) | {
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RAY_DEDUP_LOGS": "0",
+    }
+
+
 def run_env(cfg: Settings, home: Path, http: int, control: int) -> dict[str, str]:
-    """Environment of one run: its own Flower home and ports, this interpreter's tools first."""
-    return (
-        dict(os.environ)
-        | {
-            "FLWR_HOME": str(home),
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-            "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "RAY_DEDUP_LOGS": "0",
-        }
-        | cfg.env
-    )
+    """:func:`flwr_env` plus the comparison's own environment (``Settings.env``)."""
+    return flwr_env(home, http, control) | cfg.env
 
 
 def run_command(spec: RunSpec, cfg: Settings) -> list[str]:

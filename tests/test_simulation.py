@@ -7,12 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.runner import free_port, listener_pids
+from benchmarks.runner import flwr_env, free_port, listener_pids
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.simulation
@@ -21,14 +20,7 @@ pytestmark = pytest.mark.simulation
 def flwr_run(app: Path, home: Path, run_config: str, supernodes: int) -> tuple[str, list[dict]]:
     """Run the app with `flwr run` on a private managed SuperLink; return log and results."""
     http, control = free_port(), free_port()
-    env = os.environ | {
-        "FLWR_HOME": str(home),
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "RAY_DEDUP_LOGS": "0",
-    }
+    env = flwr_env(home, http, control)
     cmd = [
         "flwr",
         "run",
