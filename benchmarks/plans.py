@@ -78,7 +78,7 @@ def new_step_model(key: ModelKey, step: Step) -> StepModel:
     """Seeded step model (shapes cached first: their first computation draws weights)."""
     block_shapes(key.spec())
     torch.manual_seed(0)
-    return StepModel(key.spec(), step, key.out_depth)
+    return StepModel.of(key, step)
 
 
 def run_plan(model: StepModel, loader: object, plan: Plan, device: torch.device) -> None:

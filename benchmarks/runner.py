@@ -47,6 +47,15 @@ VARIANTS = {
     "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),
     "profl-5ep": ("profl", "local-epochs=5"),
     "profl-10nodes": ("profl", "fraction-train=0.5"),
+    # the authors' stage 1 (issue 15): real blocks at their initial weights as the
+    # prefix, condensing by distillation, both, and both with their L1 effective movement
+    "profl-initial": ("profl", "overrides='method.shrink=true method.stage1_prefix=initial'"),
+    "profl-distill": ("profl", "overrides='method.shrink=true method.condense=distill'"),
+    "profl-authors": (
+        "profl",
+        "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000 "
+        "overrides='method.shrink=true method.stage1_prefix=initial method.condense=distill'",
+    ),
 }
 # Handlers a method needs on the ClientApp (message types), to fail before a long run.
 NEEDS = {

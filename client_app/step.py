@@ -23,7 +23,7 @@ from profl_strategy.protocol import (
     StepOrder,
     Trained,
 )
-from profl_strategy.step_model import StepModel
+from profl_strategy.step_model import StepModel, step_loss
 from profl_strategy.task.train import train_step
 
 
@@ -64,12 +64,12 @@ def train(msg: Message, context: Context) -> Message:
         return refused
     loader, labels, round_seed = local_loader(order, context)
     torch.manual_seed(round_seed)
-    model = StepModel(key.spec(), step, key.out_depth)
+    model = StepModel.of(key, step)
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     where = device()
     hyper = order.run.train.hyper(device=where)
     if plan is None or plan == Plan():
-        loss, seen = train_step(model, loader, **hyper)
+        loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))
     else:
         loss, seen = train_with_plan(model, loader, plan, **hyper)
     state = model.state_dict()

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from profl_strategy.movement import NORMS, VARIANTS
 from profl_strategy.plans import PLAN_MODES
+from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -207,6 +208,7 @@ def validate(cfg: DictConfig) -> None:
             f"'plans' = {plans!r} applies to ProFL's block steps only; method "
             f"'{m.name}' trains whole models: use plans='off' or method='profl'"
         )
+    _validate_stage1(cfg)
     mb = OmegaConf.select(cfg, "method.plans_min_micro_batch", default=4)
     if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= cfg.train.batch_size:
         raise ConfigError(
@@ -219,3 +221,24 @@ def validate(cfg: DictConfig) -> None:
                 f"{_run_key_for('method.' + cap)} = {m[cap]} is below "
                 f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
             )
+
+
+def _validate_stage1(cfg: DictConfig) -> None:
+    """ProFL's stage-1 options (absent from the baselines' method configs)."""
+    prefix = OmegaConf.select(cfg, "method.stage1_prefix", default="pool")
+    if prefix not in STAGE1_PREFIXES:
+        raise ConfigError(
+            f"'method.stage1_prefix' = {prefix!r} is invalid: it must be one of "
+            f"{', '.join(STAGE1_PREFIXES)}"
+        )
+    condense = OmegaConf.select(cfg, "method.condense", default="copy")
+    if condense not in CONDENSE_MODES:
+        raise ConfigError(
+            f"'method.condense' = {condense!r} is invalid: it must be one of "
+            f"{', '.join(CONDENSE_MODES)}"
+        )
+    rounds = OmegaConf.select(cfg, "method.condense_rounds", default=1)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ConfigError(
+            f"'method.condense_rounds' = {rounds!r} is invalid: it must be an integer >= 1"
+        )

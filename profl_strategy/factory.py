@@ -29,7 +29,13 @@ def model_key(cfg: DictConfig) -> ModelKey:
         info.input_shape,
         float(cfg.model.width),
         int(cfg.method.output_depth),
+        str(cfg.method.stage1_prefix),
     )
+
+
+def condense_rounds(method: DictConfig) -> int:
+    """Rounds of each stage-1 condensing step (0: condense by copying layers, no step)."""
+    return int(method.condense_rounds) if method.condense == "distill" else 0
 
 
 def data_dir_of(cfg: DictConfig) -> str:
@@ -72,6 +78,7 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         shrink=m.shrink,
         full_model_rounds=cfg.num_rounds if m.full_model else 0,
         budget=cfg.num_rounds if m.share_rounds else 0,
+        condense_rounds=condense_rounds(m),
     )
     method = get_class(m.strategy)
     extra = {}

@@ -22,13 +22,14 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from profl_strategy.models import build_full_model
-from profl_strategy.step_model import Step, StepModel
+from profl_strategy.step_model import Step, StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
 
 MB = 2**20
@@ -69,8 +70,10 @@ def _nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """Bytes saved for backward by ``loss(model(x), y)``, and the prefix transient.
+def saved_activation_bytes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Any = F.cross_entropy
+) -> tuple[int, int]:
+    """Bytes saved for backward by ``loss_fn(model(x), y)``, and the prefix transient.
 
     Returns ``(saved, transient)`` where ``transient`` is the largest
     input-plus-output of a leaf module that ran without autograd recording
@@ -100,7 +103,7 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     handles = [m.register_forward_hook(on_forward) for m in leaves]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            F.cross_entropy(model(x), y)
+            loss_fn(model(x), y)
     finally:
         for h in handles:
             h.remove()
@@ -113,16 +116,18 @@ def estimate_training(
     batch_size: int,
     num_classes: int,
     optimizer_slots: int = 1,
+    loss_fn: Any = F.cross_entropy,
 ) -> MemoryEstimate:
     """Estimate the peak of one training step of ``model`` at ``batch_size``.
 
     ``optimizer_slots`` is the number of parameter-sized tensors the optimiser
-    keeps per trainable parameter (1 for SGD with momentum, 2 for Adam).
+    keeps per trainable parameter (1 for SGD with momentum, 2 for Adam);
+    ``loss_fn(output, labels)`` is the loss the step trains with.
     """
     model.train()
     x = torch.randn(batch_size, *input_shape)
     y = torch.randint(0, num_classes, (batch_size,))
-    saved, transient = saved_activation_bytes(model, x, y)
+    saved, transient = saved_activation_bytes(model, x, y, loss_fn)
     resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
     trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
     return MemoryEstimate(
@@ -141,9 +146,9 @@ def estimate_step(
     """Peak memory of training ``step`` (cached: it runs a real forward)."""
     with torch.random.fork_rng():  # estimating must not move the caller's RNG stream
         torch.manual_seed(0)
-        model = StepModel(key.spec(), step, key.out_depth)
+        model = StepModel.of(key, step)
         return estimate_training(
-            model, key.input_shape, batch_size, key.num_classes, optimizer_slots
+            model, key.input_shape, batch_size, key.num_classes, optimizer_slots, step_loss(step)
         )
 
 

@@ -12,6 +12,10 @@ budget is spent (effective movement does not end it), as the full-model
 baselines do. Rounds a converged step saves
 go to the steps after it. A budget too small for the schedule still ends the
 run when it is spent (the ServerApp's round loop), after fewer steps.
+
+With ``condense`` each stage-1 step of a block ``b > 0`` is followed by a
+condensing step that distils the trained block into ``out.{b-1}``; it runs a
+fixed number of rounds (effective movement watches blocks, not output modules).
 """
 
 from __future__ import annotations
@@ -19,14 +23,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from profl_strategy.step_model import STAGE_FULL, STAGE_GROW, STAGE_SHRINK, Step
+from profl_strategy.step_model import (
+    STAGE_CONDENSE,
+    STAGE_FULL,
+    STAGE_GROW,
+    STAGE_SHRINK,
+    Step,
+)
 
 
-def progressive_steps(num_blocks: int, shrink: bool = True) -> list[Step]:
-    """Stage 1 from the last block down to the first, then stage 2 upwards."""
+def progressive_steps(num_blocks: int, shrink: bool = True, condense: bool = False) -> list[Step]:
+    """Stage 1 from the last block down to the first, then stage 2 upwards.
+
+    ``condense`` follows every stage-1 step of a block ``b > 0`` by a condensing
+    step ``Step(STAGE_CONDENSE, b)``.
+    """
     if num_blocks < 1:
         raise ValueError(f"a model needs at least one block, got {num_blocks}")
-    stage1 = [Step(STAGE_SHRINK, t) for t in reversed(range(num_blocks))]
+    stage1 = []
+    for t in reversed(range(num_blocks)):
+        stage1.append(Step(STAGE_SHRINK, t))
+        if condense and t > 0:
+            stage1.append(Step(STAGE_CONDENSE, t))
     stage2 = [Step(STAGE_GROW, t) for t in range(num_blocks)]
     return (stage1 if shrink else []) + stage2
 
@@ -61,11 +79,14 @@ class ProgressiveSchedule:
         shrink: bool = True,
         full_model_rounds: int = 0,
         budget: int = 0,
+        condense_rounds: int = 0,
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
         ordinary full-model training (the baselines), with no early stop.
         ``budget > 0`` shares the run's rounds across stage 2 (module docstring);
-        ``max_rounds_grow`` then only applies without a budget."""
+        ``max_rounds_grow`` then only applies without a budget.
+        ``condense_rounds > 0`` (with ``shrink``) adds condensing steps of that
+        many rounds each."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -75,7 +96,9 @@ class ProgressiveSchedule:
                 raise ValueError(
                     f"max-rounds-{name} ({cap}) must be >= min-rounds-per-step ({min_rounds})"
                 )
-        self.steps = progressive_steps(num_blocks, shrink)
+        if condense_rounds < 0:
+            raise ValueError(f"condense-rounds must be >= 0, got {condense_rounds}")
+        self.steps = progressive_steps(num_blocks, shrink, condense_rounds > 0)
         if full_model_rounds > 0:
             self.steps = [Step(STAGE_FULL, num_blocks - 1)]
         self.min_rounds = min_rounds
@@ -83,6 +106,7 @@ class ProgressiveSchedule:
             STAGE_FULL: full_model_rounds,
             STAGE_SHRINK: max_rounds_shrink,
             STAGE_GROW: max_rounds_grow,
+            STAGE_CONDENSE: condense_rounds,
         }
         self.budget = budget if full_model_rounds <= 0 else 0
         self.index = 0
@@ -121,6 +145,7 @@ class ProgressiveSchedule:
         self.rounds_in_step += 1
         self.rounds_total += 1
         last_with_budget = self.budget and self.index == len(self.steps) - 1
+        converged = converged and step.stage != STAGE_CONDENSE
         if converged and self.rounds_in_step >= self.min_rounds and not last_with_budget:
             reason = "converged"
         elif self.rounds_in_step >= self.cap():

@@ -9,6 +9,12 @@ The global state holds four families of modules, each with a fixed key prefix:
 - ``out.{t}``: output module of block ``t < T - 1``: stand-ins for the next
   blocks followed by a classifier.
 
+Stage 1 feeds block ``t`` either its ``front.{t}`` (``stage1_prefix="pool"``)
+or the real blocks ``0 .. t-1`` frozen at their initial weights
+(``"initial"``, as in the authors' example code). A condensing step
+(:data:`STAGE_CONDENSE`, block ``b``) distils trained block ``b`` and its
+output module into ``out.{b-1}`` (MSE between the two paths' logits).
+
 A :class:`StepModel` contains only the modules one step needs, under the same
 keys, so a client's ``state_dict`` is a subset of the global one and the
 server can merge replies key by key.
@@ -16,16 +22,26 @@ server can merge replies key by key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from profl_strategy.models.base import BlockNetSpec
 
+if TYPE_CHECKING:
+    from profl_strategy.task.model_key import ModelKey
+
 STAGE_FULL = 0  # ordinary full-model training (the FedAvg and ExclusiveFL baselines)
 STAGE_SHRINK = 1
 STAGE_GROW = 2
+STAGE_CONDENSE = 3  # stage 1: distil trained block b into out.{b-1} (condense="distill")
+STAGES = (STAGE_FULL, STAGE_SHRINK, STAGE_GROW, STAGE_CONDENSE)
+STAGE1_PREFIXES = ("pool", "initial")  # method.stage1_prefix
+CONDENSE_MODES = ("copy", "distill")  # method.condense
 
 
 @dataclass(frozen=True)
@@ -116,71 +132,123 @@ class OutputModule(nn.Module):
 class StepModel(nn.Module):
     """Frozen or stand-in prefix, the active block, and its output module.
 
-    In stage 1 the prefix is the trainable :class:`Front` ``front.{t}``; in
-    stage 2 it is the real blocks ``0 .. t-1``, frozen: they run in eval mode
-    under ``torch.no_grad()``, so they store no activations and get no
-    gradients. Blocks after ``t`` are never built.
+    In stage 1 the prefix is the trainable :class:`Front` ``front.{t}``, or with
+    ``stage1_prefix="initial"`` the real blocks ``0 .. t-1`` frozen at their
+    initial weights; in stage 2 it is the real blocks ``0 .. t-1``, frozen.
+    Frozen modules run in eval mode under ``torch.no_grad()``, so they store no
+    activations and get no gradients. Blocks after ``t`` are never built.
+
+    A condensing step (block ``b``) holds block ``b``'s stage-1 prefix, block
+    ``b`` and its output module as a frozen teacher, and ``out.{b-1}`` as the
+    student; in training mode it returns ``(student, teacher)`` logits for
+    :func:`distill_loss`, in eval mode the student's logits.
     """
 
-    def __init__(self, spec: BlockNetSpec, step: Step, out_depth: int = 0) -> None:
+    def __init__(
+        self, spec: BlockNetSpec, step: Step, out_depth: int = 0, stage1_prefix: str = "pool"
+    ) -> None:
         super().__init__()
         t, last = step.block, spec.num_blocks - 1
         if not 0 <= t <= last:
             raise ValueError(f"block {t} is out of range 0..{last}")
-        if step.stage not in (STAGE_FULL, STAGE_SHRINK, STAGE_GROW):
-            raise ValueError(f"stage must be 0, 1 or 2, got {step.stage}")
+        if step.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {step.stage}")
         if step.stage == STAGE_FULL and t != last:
             raise ValueError(f"full-model training is step (0, {last}), got block {t}")
-        self.step = step
-        real_prefix = step.stage in (STAGE_GROW, STAGE_FULL)
+        if step.stage == STAGE_CONDENSE and t == 0:
+            raise ValueError("block 0 has no output module before it to condense into")
+        if stage1_prefix not in STAGE1_PREFIXES:
+            raise ValueError(
+                f"stage1_prefix must be one of {STAGE1_PREFIXES}, got {stage1_prefix!r}"
+            )
+        self.step, self.stage1_prefix = step, stage1_prefix
+        stage1 = step.stage in (STAGE_SHRINK, STAGE_CONDENSE)
+        real_prefix = not stage1 or stage1_prefix == "initial"
         self.blocks = nn.ModuleDict(
             {str(j): spec.make_block(j) for j in range(t)} if real_prefix else {}
         )
         self.blocks[str(t)] = spec.make_block(t)
-        shrink = step.stage == STAGE_SHRINK
-        self.front = nn.ModuleDict({str(t): Front(spec, t)} if t > 0 and shrink else {})
+        use_front = t > 0 and stage1 and not real_prefix
+        self.front = nn.ModuleDict({str(t): Front(spec, t)} if use_front else {})
         self.out = nn.ModuleDict({str(t): OutputModule(spec, t, out_depth)} if t < last else {})
+        if step.stage == STAGE_CONDENSE:
+            self.out[str(t - 1)] = OutputModule(spec, t - 1, out_depth)
         self.head = spec.make_head() if t == last else None
         for p in self.frozen_modules().parameters():
             p.requires_grad_(False)
 
     def frozen_modules(self) -> nn.ModuleList:
-        """The real blocks before the active one (empty in stage 1)."""
-        if self.step.stage != STAGE_GROW:
-            return nn.ModuleList()
-        return nn.ModuleList(self.blocks[str(j)] for j in range(self.step.block))
+        """The modules this step runs but does not train (empty without a frozen prefix)."""
+        t, stage = self.step.block, self.step.stage
+        frozen: list[nn.Module] = []
+        if stage == STAGE_GROW or (stage != STAGE_FULL and self.stage1_prefix == "initial"):
+            frozen += [self.blocks[str(j)] for j in range(t)]
+        if stage == STAGE_CONDENSE:
+            frozen += list(self.front.values()) + [self.blocks[str(t)], self._teacher_head()]
+        return nn.ModuleList(frozen)
+
+    def _teacher_head(self) -> nn.Module:
+        t = self.step.block
+        return self.head if self.head is not None else self.out[str(t)]
 
     def train(self, mode: bool = True) -> StepModel:
-        """Keep frozen blocks in eval mode so their BatchNorm statistics stay put."""
+        """Keep frozen modules in eval mode so their BatchNorm statistics stay put."""
         super().train(mode)
         self.frozen_modules().eval()
         return self
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """Input of the active block."""
-        t = self.step.block
-        if self.step.stage == STAGE_FULL:
+        t, stage = self.step.block, self.step.stage
+        if stage == STAGE_FULL:
             for j in range(t):
                 x = self.blocks[str(j)](x)
             return x
-        if self.step.stage == STAGE_GROW:
+        if t > 0 and str(t) in self.front:
+            front = self.front[str(t)]
+            if stage != STAGE_CONDENSE:
+                return front(x)
             with torch.no_grad():
-                for j in range(t):
-                    x = self.blocks[str(j)](x)
-            return x
-        return self.front[str(t)](x) if t > 0 else x
+                return front(x)
+        with torch.no_grad():
+            for j in range(t):
+                x = self.blocks[str(j)](x)
+        return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = str(self.step.block)
-        x = self.blocks[t](self.prefix(x))
-        return self.head(x) if self.head is not None else self.out[t](x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        t = self.step.block
+        if self.step.stage == STAGE_CONDENSE:
+            h = self.prefix(x)
+            student = self.out[str(t - 1)](h)
+            if not self.training:
+                return student
+            with torch.no_grad():
+                teacher = self._teacher_head()(self.blocks[str(t)](h))
+            return student, teacher
+        x = self.blocks[str(t)](self.prefix(x))
+        return self.head(x) if self.head is not None else self.out[str(t)](x)
 
     def trainable_keys(self) -> list[str]:
-        """State keys this step updates: everything except the frozen prefix."""
-        frozen = tuple(f"blocks.{j}." for j in range(self.step.block))
-        if self.step.stage != STAGE_GROW:
-            return list(self.state_dict())
-        return [k for k in self.state_dict() if not k.startswith(frozen)]
+        """State keys this step updates: everything outside the frozen modules."""
+        frozen = {id(m) for m in self.frozen_modules()}
+        skip = tuple(f"{name}." for name, m in self.named_modules() if id(m) in frozen)
+        return [k for k in self.state_dict() if not k.startswith(skip)]
+
+    @classmethod
+    def of(cls, key: ModelKey, step: Step) -> StepModel:
+        """The step's sub-model for a model key (shapes, output depth, stage-1 prefix)."""
+        return cls(key.spec(), step, key.out_depth, key.stage1_prefix)
+
+
+def distill_loss(out: tuple[torch.Tensor, torch.Tensor], _labels: torch.Tensor) -> torch.Tensor:
+    """Condensing loss: mean squared error between student and teacher logits."""
+    student, teacher = out
+    return F.mse_loss(student, teacher)
+
+
+def step_loss(step: Step) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The loss a step trains with: distillation for condensing, else cross-entropy."""
+    return distill_loss if step.stage == STAGE_CONDENSE else F.cross_entropy
 
 
 class GlobalModel(nn.Module):

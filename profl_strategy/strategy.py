@@ -25,7 +25,14 @@ from profl_strategy.engine import Assignment, Engine, RoundOutcome, RoundPlan
 from profl_strategy.movement import ConvergenceDetector, sampling_noise
 from profl_strategy.plans.picker import PlanPicker
 from profl_strategy.protocol import ARRAYS, StepOrder
-from profl_strategy.step_model import STAGE_GROW, STAGE_SHRINK, GlobalModel, Step, StepModel
+from profl_strategy.step_model import (
+    STAGE_CONDENSE,
+    STAGE_GROW,
+    STAGE_SHRINK,
+    GlobalModel,
+    Step,
+    StepModel,
+)
 
 
 class ProFL(Engine):
@@ -73,7 +80,7 @@ class ProFL(Engine):
 
     def step_keys(self, step: Step) -> tuple[list[str], list[str]]:
         """All state keys of a step's sub-model, and those it trains."""
-        sub = StepModel(self.key.spec(), step, self.key.out_depth)
+        sub = StepModel.of(self.key, step)
         return list(sub.state_dict()), sub.trainable_keys()
 
     def fits(self, step: Step, nodes: Iterable[int]) -> dict[int, tuple[str, float] | None]:
@@ -104,7 +111,7 @@ class ProFL(Engine):
                 need_mb=plan_need,
                 enforce_budget=self.memory_aware,
                 step=step,
-                plan=label if self.plans.enabled else None,
+                plan=None if self.plans.plain_only(step) else label,
             )
             note = {"plan": label, "plan_need_mb": plan_need}
             assignments.append(Assignment(n, order, sub, shapes, note=note))
@@ -132,7 +139,12 @@ class ProFL(Engine):
         return sampling_noise(updates, weights)
 
     def converged(self, plan: RoundPlan, outcome: RoundOutcome) -> tuple[bool, dict[str, Any]]:
-        """Effective movement of the active block after this round's merge."""
+        """Effective movement of the active block after this round's merge.
+
+        A condensing step trains no block: it runs to its round count.
+        """
+        if self.schedule.current.stage == STAGE_CONDENSE:
+            return False, {}
         noise = self.block_noise(outcome)
         em = self.detector.update(self.block_params(self.schedule.current.block), noise)
         fields: dict[str, Any] = {"em": em}
@@ -145,10 +157,14 @@ class ProFL(Engine):
         if step == self._step_started:
             return
         last = self.key.spec().num_blocks - 1
-        if step.stage == STAGE_SHRINK and step.block < last:
-            copied = condense_into_output_module(self.model, step.block)
+        # With condensing steps, out.{t} is initialised when block t + 1's condensing
+        # step starts, and distilled there; the stage-1 step of block t keeps it.
+        into = {STAGE_SHRINK: step.block, STAGE_CONDENSE: step.block - 1}.get(step.stage)
+        distils = any(s.stage == STAGE_CONDENSE for s in self.schedule.steps)
+        if into is not None and into < last and (step.stage == STAGE_CONDENSE or not distils):
+            copied = condense_into_output_module(self.model, into)
             log(INFO, "stage 1: output module of block %d initialised from block %d "
-                "(%d layers)", step.block, step.block + 1, copied)  # fmt: skip
+                "(%d layers)", into, into + 1, copied)  # fmt: skip
         if step.stage == STAGE_GROW and step.block > 0 and self.method_config.get("carry_forward"):
             copied = carry_forward(self.model, step.block, block_trained=self.schedule.shrinks)
             log(INFO, "stage 2: step %s starts from step %s's output module (%d layers)",
@@ -162,7 +178,7 @@ class ProFL(Engine):
 
     def step_model(self, step: Step) -> nn.Module:
         """A step's sub-model with the global weights."""
-        sub = StepModel(self.key.spec(), step, self.key.out_depth)
+        sub = StepModel.of(self.key, step)
         state = self.model.state_dict()
         sub.load_state_dict({k: state[k] for k in sub.state_dict()})
         return sub

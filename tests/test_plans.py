@@ -48,7 +48,7 @@ def batch(key: ModelKey, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Ten
 def step_model(key: ModelKey, step: Step) -> StepModel:
     block_shapes(key.spec())  # cached on the spec; its first call draws random weights
     torch.manual_seed(0)
-    return StepModel(key.spec(), step, key.out_depth).train()
+    return StepModel.of(key, step).train()
 
 
 def gradient(model: StepModel, plan: Plan, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

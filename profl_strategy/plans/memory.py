@@ -166,7 +166,7 @@ def _probe(key: ModelKey, step: Step, shape: Plan) -> tuple[Terms, Terms] | None
     """Terms at the first probe batch and their per-sample slope; None if not affine."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = StepModel(key.spec(), step, key.out_depth).train()
+        model = StepModel.of(key, step).train()
         try:
             a, b, c = (_forward_terms(key, model, shape, n) for n in _PROBE_BATCHES)
         except (ValueError, RuntimeError):  # e.g. BatchNorm on one value per channel
@@ -195,7 +195,7 @@ def forward_terms(key: ModelKey, step: Step, shape: Plan, batch_size: int) -> tu
         return tuple(v + d * n for v, d in zip(a, slope, strict=True))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = StepModel(key.spec(), step, key.out_depth).train()
+        model = StepModel.of(key, step).train()
         return _forward_terms(key, model, shape, batch_size)
 
 
@@ -205,7 +205,7 @@ def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int]
     largest one-node gradient set, largest trainable tensor)``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = StepModel(key.spec(), step, key.out_depth)
+        model = StepModel.of(key, step)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return (
         _state_bytes(model),

@@ -6,6 +6,9 @@ With ``plans: off`` a node trains a step only if plain training fits its budget
 fastest plan of :mod:`profl_strategy.plans.plan` whose estimated peak fits, so nodes
 too small for plain training still take part. The ClientApp re-checks the
 plan it is sent against its own budget with the same estimate.
+
+Condensing steps (stage 1, ``condense: distill``) train only a small output
+module behind a frozen teacher: they always train plainly.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from profl_strategy.memory import estimate_step
 from profl_strategy.plans import PLAN_MODES
 from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
 from profl_strategy.plans.plan import Plan, candidate_plans
-from profl_strategy.step_model import Step
+from profl_strategy.step_model import STAGE_CONDENSE, Step
 from profl_strategy.task.model_key import ModelKey
 
 PLAIN = "plain"
@@ -51,6 +54,10 @@ class PlanPicker:
         """True when nodes may train with plans other than plain training."""
         return self.mode != "off"
 
+    def plain_only(self, step: Step) -> bool:
+        """True where a step trains without plans (plans off, or a condensing step)."""
+        return not self.enabled or step.stage == STAGE_CONDENSE
+
     def plain_mb(self, step: Step) -> float:
         """Estimated peak of plain training: the step's headline need."""
         return estimate_step(self.key, step, self.batch_size).total_mb
@@ -58,13 +65,13 @@ class PlanPicker:
     def unlimited(self, step: Step) -> tuple[str, float]:
         """``(plan label, estimated peak MB)`` of a node with no budget: plain training,
         estimated the way the node will estimate the order it is sent."""
-        if not self.enabled:
+        if self.plain_only(step):
             return PLAIN, self.plain_mb(step)
         return PLAIN, estimate_plan(self.key, step, self.batch_size, Plan()).total_mb
 
     def _fit(self, step: Step, budget_mb: float) -> tuple[str, float] | None:
         """``(plan label, estimated peak MB)`` a node with ``budget_mb`` uses, or None."""
-        if not self.enabled:
+        if self.plain_only(step):
             need = self.plain_mb(step)
             return (PLAIN, need) if need <= budget_mb else None
         plan = choose_plan(self.key, step, self.batch_size, budget_mb, self.candidates)
@@ -74,6 +81,6 @@ class PlanPicker:
 
     def lowest_mb(self, step: Step) -> float:
         """The least any allowed plan needs (for error messages; prices every candidate)."""
-        if not self.enabled:
+        if self.plain_only(step):
             return self.plain_mb(step)
         return cheapest_plan(self.key, step, self.batch_size, self.candidates)[1].total_mb

@@ -18,6 +18,7 @@ class ModelKey:
     input_shape: tuple[int, int, int]
     width: float = 1.0
     out_depth: int = 0  # blocks an output module stands in for (0: all later ones)
+    stage1_prefix: str = "pool"  # what feeds block t in stage 1: "pool" | "initial"
 
     def spec(self) -> BlockNetSpec:
         """The architecture's block factory (built once per key)."""
