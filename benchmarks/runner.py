@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
     "profl-noplans": ("profl", "plans='off'"),
-    "profl-capped": ("profl", "em-threshold=0.001"),
+    "profl-capped": ("profl", "em-threshold=0.001 overrides='method.em.record=true'"),
     "profl-denoised": ("profl", "em-variant='denoised' em-threshold=0.5"),
     "profl-vector": ("profl", "em-variant='vector' em-threshold=0.6"),
     "profl-l1": ("profl", "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000"),

@@ -103,6 +103,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.variant": (str, lambda v: v in VARIANTS, "one of " + ", ".join(VARIANTS)),
     "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
     "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
+    "method.em.record": (bool, lambda v: True, "true or false"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),

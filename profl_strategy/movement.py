@@ -28,6 +28,15 @@ import torch
 
 VARIANTS = ("vector", "scalar", "denoised")
 NORMS = {"l2": 2, "l1": 1}
+# The forms compared on recorded runs (``em.record``, benchmarks/em_stops.py): each
+# is ConvergenceDetector's (window, variant, norm, sample); "l1" is the authors'.
+CANDIDATES: dict[str, tuple[int, str, str, int]] = {
+    "vector": (4, "vector", "l2", 0),
+    "vector-w8": (8, "vector", "l2", 0),
+    "l1": (6, "vector", "l1", 10000),
+    "denoised": (4, "denoised", "l2", 0),
+    "denoised-w8": (8, "denoised", "l2", 0),
+}
 
 
 def sampling_noise(updates: Sequence[torch.Tensor], weights: Sequence[float]) -> float:
@@ -174,3 +183,28 @@ class ConvergenceDetector:
     def converged(self) -> bool:
         """True once EM stayed below the threshold long enough."""
         return self.below >= self.patience
+
+
+class CandidateRecorder:
+    """Every :data:`CANDIDATES` form of EM on the same rounds, for the round log.
+
+    Decides nothing: it lets one run that trains every step to its cap show
+    where each form would have stopped (``benchmarks/em_stops.py``). Not
+    checkpointed: after a resume its windows fill again.
+    """
+
+    def __init__(self) -> None:
+        # threshold and patience do not matter: only the values are read
+        self.detectors = {
+            name: ConvergenceDetector(window, 0.5, 1, variant, norm, sample)
+            for name, (window, variant, norm, sample) in CANDIDATES.items()
+        }
+
+    def reset(self, start: torch.Tensor) -> None:
+        """Start watching a new block."""
+        for d in self.detectors.values():
+            d.reset(start)
+
+    def update(self, params: torch.Tensor, noise: float) -> dict[str, float | None]:
+        """Each form's EM after this round (None until its window is full)."""
+        return {name: d.update(params, noise) for name, d in self.detectors.items()}

@@ -22,7 +22,7 @@ from torch import nn
 
 from profl_strategy.condense import carry_forward, condense_into_output_module
 from profl_strategy.engine import Assignment, Engine, RoundOutcome, RoundPlan
-from profl_strategy.movement import ConvergenceDetector, sampling_noise
+from profl_strategy.movement import CandidateRecorder, ConvergenceDetector, sampling_noise
 from profl_strategy.plans.picker import PlanPicker
 from profl_strategy.protocol import ARRAYS, StepOrder
 from profl_strategy.step_model import (
@@ -50,6 +50,8 @@ class ProFL(Engine):
     def __init__(self, *, detector: ConvergenceDetector, **engine: Any) -> None:
         super().__init__(**engine)
         self.detector = detector
+        record = bool(self.method_config.get("em", {}).get("record", False))
+        self.candidates = CandidateRecorder() if record else None
         self.plans = PlanPicker(
             self.key,
             self.batch_size,
@@ -127,7 +129,7 @@ class ProFL(Engine):
 
     def block_noise(self, outcome: RoundOutcome) -> float:
         """Client-sampling variance of this round's step of the active block (denoised EM)."""
-        if self.detector.variant != "denoised":
+        if self.detector.variant != "denoised" and self.candidates is None:
             return 0.0
         t = self.schedule.current.block
         names = [f"blocks.{t}.{n}" for n, _ in self.model.blocks[t].named_parameters()]
@@ -146,10 +148,13 @@ class ProFL(Engine):
         if self.schedule.current.stage == STAGE_CONDENSE:
             return False, {}
         noise = self.block_noise(outcome)
-        em = self.detector.update(self.block_params(self.schedule.current.block), noise)
+        params = self.block_params(self.schedule.current.block)
+        em = self.detector.update(params, noise)
         fields: dict[str, Any] = {"em": em}
-        if self.detector.variant == "denoised":
+        if self.detector.variant == "denoised" or self.candidates is not None:
             fields["sampling_noise"] = noise
+        if self.candidates is not None:
+            fields["em_candidates"] = self.candidates.update(params, noise)
         return self.detector.converged, fields
 
     def begin_round(self, step: Step) -> None:
@@ -170,6 +175,8 @@ class ProFL(Engine):
             log(INFO, "stage 2: step %s starts from step %s's output module (%d layers)",
                 step, Step(STAGE_GROW, step.block - 1), copied)  # fmt: skip
         self.detector.reset(self.block_params(step.block))
+        if self.candidates is not None:
+            self.candidates.reset(self.block_params(step.block))
         self._step_started = step
 
     def eval_model(self, step: Step) -> nn.Module:

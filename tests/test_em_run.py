@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flwr.supercore.task_identity import TaskIdentity
 
+from profl_strategy.movement import CANDIDATES
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.test_reliability import config, read_rounds
@@ -20,6 +21,7 @@ def test_denoised_em_measures_the_nodes_spread(data_dir: Path, tmp_path: Path) -
         data_dir,
         tmp_path,
         **{"em-variant": "denoised", "max-rounds-stage2": 2, "num-server-rounds": 6},
+        overrides="method.shrink=true method.output_depth=1 method.em.record=true",
     )
     summary = run_profl(InProcessGrid(NODES), run)
     rounds = read_rounds(summary["run_dir"])
@@ -29,3 +31,8 @@ def test_denoised_em_measures_the_nodes_spread(data_dir: Path, tmp_path: Path) -
     ems = [r["em"] for r in stage2 if r["em"] is not None]
     assert ems and all(0.0 <= e <= 1.0 for e in ems)
     assert math.isfinite(summary["final_loss"])
+    # every candidate form is logged next to the deciding one (benchmarks/em_stops.py)
+    logged = [r["em_candidates"] for r in rounds if "em_candidates" in r]
+    assert logged and all(set(c) == set(CANDIDATES) for c in logged)
+    values = [v for c in logged for v in c.values() if v is not None]
+    assert all(0.0 <= v <= 1.0 for v in values)  # two-round steps: windows rarely fill

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from profl_strategy.movement import ConvergenceDetector, effective_movement, sampling_noise
+from profl_strategy.movement import (
+    CANDIDATES,
+    CandidateRecorder,
+    ConvergenceDetector,
+    effective_movement,
+    sampling_noise,
+)
 
 
 def line(n: int) -> list[torch.Tensor]:
@@ -151,3 +157,21 @@ def test_detector_watches_a_fixed_sample_of_the_parameters() -> None:
     restored = ConvergenceDetector(window=2, threshold=0.5, patience=1, norm="l1", sample=10)
     restored.load_state_dict(det.state_dict())
     assert torch.equal(restored.index, det.index)
+
+
+def test_candidate_recorder_logs_each_form_as_its_own_detector_would() -> None:
+    g = torch.Generator().manual_seed(0)
+    walk = [torch.zeros(20_000)]
+    for _ in range(10):
+        walk.append(walk[-1] + 0.1 + torch.randn(20_000, generator=g))
+    recorder = CandidateRecorder()
+    recorder.reset(walk[0])
+    logged = [recorder.update(w, noise=50.0) for w in walk[1:]]
+    for name, (window, variant, norm, sample) in CANDIDATES.items():
+        assert all(row[name] is None for row in logged[: window - 1]), name
+        assert all(row[name] is not None for row in logged[window - 1 :]), name
+        if sample:
+            continue  # a sampled form watches a random subset: checked by its detector's tests
+        snaps = walk[-window - 1 :]
+        expected = effective_movement(snaps, variant, [50.0] * window, norm)
+        assert logged[-1][name] == pytest.approx(expected), name

@@ -1,0 +1,138 @@
+"""Where each form of effective movement would stop a step, and what the stop costs.
+
+Reads runs that trained every step to its cap with every candidate form logged
+(``benchmarks.compare --methods profl-capped``: ``method.em.record=true``, round log
+``em_candidates``; forms in :data:`profl_strategy.movement.CANDIDATES`). For each
+form, threshold and patience it finds, per step, the first round the rule would
+have ended the step (not before ``min-rounds-per-step``), and compares the step's
+test accuracy there with its accuracy at the cap. The run's last step is left
+out: effective movement never ends it when the run has a round budget.
+
+Accuracy "at" a round is the mean of the step's last two evaluations up to that
+round (one reading of 4 non-IID nodes' average is noisy); a step's evaluations
+score its own sub-model (block and output module), so they compare within a step.
+
+Usage::
+
+    python -m benchmarks.em_stops benchmarks/results/fmnist_long_ablate \
+        [--thresholds 0.3,0.4,0.5,0.6] [--patience 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from profl_strategy.movement import CANDIDATES
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """One step of a capped run: its rounds' candidate EMs and evaluations."""
+
+    run: str
+    step: str
+    rounds: list[dict[str, Any]]
+
+    def accuracy_at(self, index: int) -> float | None:
+        """Mean of the last two evaluations in rounds ``0 .. index`` of the step."""
+        accs = [r["accuracy"] for r in self.rounds[: index + 1] if "accuracy" in r]
+        if not accs:  # no evaluation yet: the step's first one
+            accs = [r["accuracy"] for r in self.rounds if "accuracy" in r][:1]
+        return mean(accs[-2:]) if accs else None
+
+    def stop_index(self, form: str, threshold: float, patience: int, min_rounds: int) -> int:
+        """Index of the round the rule ends the step at (the last round if never)."""
+        below = 0
+        for i, r in enumerate(self.rounds):
+            value = (r.get("em_candidates") or {}).get(form)
+            below = below + 1 if value is not None and value < threshold else 0
+            if below >= patience and i + 1 >= min_rounds:
+                return i
+        return len(self.rounds) - 1
+
+
+def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
+    """Every step but the last of every run that logged candidate forms."""
+    traces, min_rounds = [], 1
+    for folder in folders:
+        for path in sorted(folder.glob("runs/*/*/results.json")):
+            data = json.loads(path.read_text())
+            rounds = [r for r in data["rounds"] if "em_candidates" in r]
+            if not rounds:
+                continue
+            method = data["config"].get("method", {})
+            min_rounds = int(method.get("min_rounds_per_step", min_rounds))
+            steps = [
+                StepTrace(path.parent.name, f"s{stage}b{block}", list(group))
+                for (stage, block), group in groupby(rounds, key=lambda r: (r["stage"], r["block"]))
+            ]
+            traces += [s for s in steps[:-1] if s.step.startswith("s2")]
+    return traces, min_rounds
+
+
+def sweep(
+    traces: list[StepTrace], thresholds: Sequence[float], patience: int, min_rounds: int
+) -> list[dict[str, Any]]:
+    """One row per (form, threshold): stops, rounds saved, accuracy cost in points."""
+    rows = []
+    for form in CANDIDATES:
+        for tau in thresholds:
+            costs, saved, early = [], [], 0
+            for t in traces:
+                i, last = t.stop_index(form, tau, patience, min_rounds), len(t.rounds) - 1
+                at_stop, at_cap = t.accuracy_at(i), t.accuracy_at(last)
+                if at_stop is None or at_cap is None:
+                    continue
+                early += i < last
+                saved.append(last - i)
+                costs.append(100 * (at_cap - at_stop))
+            if costs:
+                rows.append({"form": form, "threshold": tau, "steps": len(costs),
+                             "stopped_early": early, "rounds_saved": mean(saved),
+                             "cost_mean": mean(costs), "cost_max": max(costs)})  # fmt: skip
+    return rows
+
+
+def table(rows: list[dict[str, Any]], patience: int) -> str:
+    """Markdown table of :func:`sweep`'s rows."""
+    lines = [
+        f"| EM form | tau (patience {patience}) | steps stopped early | mean rounds saved per step "
+        "| mean cost (points) | worst cost (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['form']} | {r['threshold']:g} | {r['stopped_early']}/{r['steps']} | "
+            f"{r['rounds_saved']:.1f} | {r['cost_mean']:+.2f} | {r['cost_max']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+", type=Path, help="compare result folders")
+    p.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7")
+    p.add_argument("--patience", type=int, default=2)
+    args = p.parse_args(argv)
+    traces, min_rounds = load_traces(args.folders)
+    if not traces:
+        raise SystemExit(
+            f"no run in {[str(f) for f in args.folders]} logged candidate EM forms: run "
+            "benchmarks.compare with --methods profl-capped first"
+        )
+    thresholds = [float(v) for v in args.thresholds.split(",")]
+    runs = sorted({t.run for t in traces})
+    print(f"{len(traces)} steps of {len(runs)} runs, min-rounds-per-step {min_rounds}")
+    print(table(sweep(traces, thresholds, args.patience, min_rounds), args.patience))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

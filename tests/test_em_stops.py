@@ -1,0 +1,41 @@
+"""benchmarks/em_stops.py: where a candidate EM form would have ended a capped step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.em_stops import load_traces, main, sweep
+from profl_strategy.movement import CANDIDATES
+
+
+def write_run(folder: Path) -> None:
+    """A capped run: step s2b0 plateaus at round 4 (vector EM falls), s2b1 is the last."""
+    rounds = []
+    for i in range(1, 9):
+        em = dict.fromkeys(CANDIDATES, 0.9) | {"vector": 0.9 if i < 4 else 0.2}
+        acc = {2: 0.50, 4: 0.70, 6: 0.71, 8: 0.72}.get(i)
+        rounds.append({"round": i, "stage": 2, "block": 0, "em_candidates": em}
+                      | ({"accuracy": acc} if acc else {}))  # fmt: skip
+    rounds += [{"round": 9, "stage": 2, "block": 1, "em_candidates": {}, "accuracy": 0.8}]
+    run = folder / "runs" / "profl-capped-s0" / "run1"
+    run.mkdir(parents=True)
+    data = {"config": {"method": {"min_rounds_per_step": 3}}, "rounds": rounds}
+    (run / "results.json").write_text(json.dumps(data))
+
+
+def test_a_form_that_falls_stops_early_and_the_cost_is_read_from_the_evaluations(
+    tmp_path: Path, capsys
+) -> None:
+    write_run(tmp_path)
+    traces, min_rounds = load_traces([tmp_path])
+    assert [t.step for t in traces] == ["s2b0"] and min_rounds == 3  # last step left out
+    assert traces[0].stop_index("vector", 0.5, 2, min_rounds) == 4  # rounds 4, 5 below
+    rows = {(r["form"], r["threshold"]): r for r in sweep(traces, [0.5], 2, min_rounds)}
+    vector, l1 = rows[("vector", 0.5)], rows[("l1", 0.5)]
+    assert vector["stopped_early"] == 1 and vector["rounds_saved"] == 3
+    # at the stop (round 5): mean(0.50, 0.70); at the cap: mean(0.71, 0.72)
+    assert abs(vector["cost_mean"] - 100 * (0.715 - 0.60)) < 1e-9
+    assert l1["stopped_early"] == 0 and l1["cost_mean"] == 0
+    assert main([str(tmp_path), "--thresholds", "0.5"]) == 0
+    assert "| vector | 0.5 | 1/1 | 3.0 | +11.50 |" in capsys.readouterr().out
