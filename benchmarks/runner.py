@@ -29,13 +29,15 @@ from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
-# profl-capped: effective movement cannot end a step early, so every step runs to its cap;
+# profl-capped: effective movement cannot end a step early (patience longer than any step;
+# a threshold near 0 is not enough: the denoised form reads exactly 0 on noise), so every
+# step runs to its cap, with every candidate form logged (benchmarks/em_stops.py);
 # profl-denoised: effective movement net of client-sampling noise (profl_strategy/movement.py);
 # the rest switch one of ProFL's defaults back or off, for the ablations (README).
 VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
     "profl-noplans": ("profl", "plans='off'"),
-    "profl-capped": ("profl", "em-threshold=0.001 overrides='method.em.record=true'"),
+    "profl-capped": ("profl", "em-patience=100000 overrides='method.em.record=true'"),
     "profl-denoised": ("profl", "em-variant='denoised' em-threshold=0.5"),
     "profl-vector": ("profl", "em-variant='vector' em-threshold=0.6"),
     "profl-l1": ("profl", "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000"),
