@@ -49,6 +49,8 @@ VARIANTS = {
     "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),
     "profl-5ep": ("profl", "local-epochs=5"),
     "profl-10nodes": ("profl", "fraction-train=0.5"),
+    "profl-sqrtshare": ("profl", "share-by='sqrt-params'"),
+    "profl-paramshare": ("profl", "share-by='params'"),
     # the authors' stage 1 (issue 15): real blocks at their initial weights as the
     # prefix, condensing by distillation, both, and both with their L1 effective movement
     "profl-initial": ("profl", "overrides='method.shrink=true method.stage1_prefix=initial'"),

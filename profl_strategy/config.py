@@ -23,6 +23,7 @@ from profl_strategy.plans import PLAN_MODES
 from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SHARE_BY = ("equal", "params", "sqrt-params")  # method.share_by
 
 # run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
 RUN_CONFIG_KEYS: dict[str, str] = {
@@ -54,6 +55,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
     "share-rounds": "method.share_rounds",
+    "share-by": "method.share_by",
     "proximal-mu": "method.proximal_mu",
     "plans": "method.plans",
     "plans-min-micro-batch": "method.plans_min_micro_batch",
@@ -96,6 +98,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.max_rounds_stage1": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.max_rounds_stage2": (int, lambda v: v >= 1, "an integer >= 1"),
     "method.share_rounds": (bool, lambda v: True, "true or false"),
+    "method.share_by": (str, lambda v: v in SHARE_BY, "one of " + ", ".join(SHARE_BY)),
     "method.proximal_mu": (float, lambda v: v >= 0, "a number >= 0"),
     "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
     "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),

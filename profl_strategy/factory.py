@@ -12,7 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from profl_strategy.engine import Engine
-from profl_strategy.memory import estimate_full
+from profl_strategy.memory import block_parameter_counts, estimate_full
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import DataSpec, RunSpec, TrainSpec
 from profl_strategy.schedule import ProgressiveSchedule
@@ -36,6 +36,14 @@ def model_key(cfg: DictConfig) -> ModelKey:
 def condense_rounds(method: DictConfig) -> int:
     """Rounds of each stage-1 condensing step (0: condense by copying layers, no step)."""
     return int(method.condense_rounds) if method.condense == "distill" else 0
+
+
+def share_weights(key: ModelKey, share_by: str) -> list[float] | None:
+    """Per-block weights of stage 2's round shares (None: equal shares)."""
+    if share_by == "equal":
+        return None
+    counts = block_parameter_counts(key)
+    return [float(c) ** 0.5 if share_by == "sqrt-params" else float(c) for c in counts]
 
 
 def data_dir_of(cfg: DictConfig) -> str:
@@ -79,6 +87,7 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         full_model_rounds=cfg.num_rounds if m.full_model else 0,
         budget=cfg.num_rounds if m.share_rounds else 0,
         condense_rounds=condense_rounds(m),
+        share_weights=share_weights(run.model, str(m.share_by)),
     )
     method = get_class(m.strategy)
     extra = {}

@@ -153,6 +153,17 @@ def estimate_step(
 
 
 @lru_cache(maxsize=64)
+def block_parameter_counts(key: ModelKey) -> tuple[int, ...]:
+    """Parameters of each block (the last one with the model's head)."""
+    with torch.random.fork_rng():
+        spec = key.spec()
+        counts = [sum(p.numel() for p in spec.make_block(t).parameters())
+                  for t in range(spec.num_blocks)]  # fmt: skip
+        counts[-1] += sum(p.numel() for p in spec.make_head().parameters())
+        return tuple(counts)
+
+
+@lru_cache(maxsize=64)
 def estimate_full(key: ModelKey, batch_size: int, optimizer_slots: int = 1) -> MemoryEstimate:
     """Peak memory of ordinary full-model training, the reference for budgets."""
     with torch.random.fork_rng():

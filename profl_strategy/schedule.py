@@ -13,6 +13,11 @@ baselines do. Rounds a converged step saves
 go to the steps after it. A budget too small for the schedule still ends the
 run when it is spent (the ServerApp's round loop), after fewer steps.
 
+The share can be weighted per block (``share_weights``, e.g. by parameter
+count): step ``t`` may then use ``w_t / sum(w_j, j >= t)`` of the rounds left,
+so a stem of a few hundred weights does not get the rounds of a stage with
+a hundred thousand.
+
 With ``condense`` each stage-1 step of a block ``b > 0`` is followed by a
 condensing step that distils the trained block into ``out.{b-1}``; it runs a
 fixed number of rounds (effective movement watches blocks, not output modules).
@@ -20,6 +25,7 @@ fixed number of rounds (effective movement watches blocks, not output modules).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +86,15 @@ class ProgressiveSchedule:
         full_model_rounds: int = 0,
         budget: int = 0,
         condense_rounds: int = 0,
+        share_weights: Sequence[float] | None = None,
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
         ordinary full-model training (the baselines), with no early stop.
         ``budget > 0`` shares the run's rounds across stage 2 (module docstring);
         ``max_rounds_grow`` then only applies without a budget.
         ``condense_rounds > 0`` (with ``shrink``) adds condensing steps of that
-        many rounds each."""
+        many rounds each. ``share_weights`` (one per block, > 0) weights the
+        budget's shares; None shares equally."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -109,6 +117,10 @@ class ProgressiveSchedule:
             STAGE_CONDENSE: condense_rounds,
         }
         self.budget = budget if full_model_rounds <= 0 else 0
+        weights = list(share_weights) if share_weights is not None else [1.0] * num_blocks
+        if len(weights) != num_blocks or any(w <= 0 for w in weights):
+            raise ValueError(f"share weights must be {num_blocks} numbers > 0, got {weights}")
+        self.share_weights = weights
         self.index = 0
         self.rounds_in_step = 0
         self.rounds_total = 0  # trained rounds over all steps
@@ -136,8 +148,11 @@ class ProgressiveSchedule:
         if not self.budget or step.stage != STAGE_GROW:
             return self.caps[step.stage]
         left = self.budget - self.step_started_at
-        steps_left = len(self.steps) - self.index
-        return max(self.min_rounds, left // steps_left if steps_left > 1 else left)
+        later = [s.block for s in self.steps[self.index :] if s.stage == STAGE_GROW]
+        if len(later) == 1:
+            return max(self.min_rounds, left)
+        total = sum(self.share_weights[b] for b in later)
+        return max(self.min_rounds, int(left * self.share_weights[step.block] // total))
 
     def record_round(self, converged: bool) -> Transition | None:
         """Count one trained round; end the step if it converged or hit its cap."""

@@ -107,3 +107,21 @@ def test_budget_position_survives_a_checkpoint() -> None:
     b = ProgressiveSchedule(2, 1, 1, 1, budget=12)
     b.load_state_dict(a.state_dict())
     assert (b.current, b.cap(), b.step_started_at) == (a.current, a.cap(), a.step_started_at)
+
+
+def test_weighted_shares_give_larger_blocks_more_of_the_budget() -> None:
+    weights = [1.0, 1.0, 2.0, 4.0]
+    sched = ProgressiveSchedule(4, 2, 3, 5, shrink=False, budget=80, share_weights=weights)
+    caps = []
+    while not sched.done:
+        caps.append(sched.cap())
+        while sched.record_round(converged=False) is None:
+            pass
+    assert caps == [10, 10, 20, 40]  # 80 * 1/8, 70 * 1/7, 60 * 2/6, the rest
+    equal = ProgressiveSchedule(4, 2, 3, 5, shrink=False, budget=80)
+    assert equal.cap() == 20
+
+
+def test_share_weights_must_fit_the_blocks() -> None:
+    with pytest.raises(ValueError, match="share weights"):
+        ProgressiveSchedule(4, 2, 3, 5, shrink=False, budget=80, share_weights=[1.0, 2.0])
