@@ -56,12 +56,11 @@ VARIANTS = {
     "profl-sqrtshare": ("profl", "share-by='sqrt-params'"),
     "profl-paramshare": ("profl", "share-by='params'"),
     # the authors' stage 1 (issue 15): real blocks at their initial weights as the
-    # prefix, condensing by distillation, both, and both with their L1 effective movement
+    # prefix, condensing by distillation, and both (with our effective movement)
     "profl-initial": ("profl", "overrides='method.shrink=true method.stage1_prefix=initial'"),
     "profl-distill": ("profl", "overrides='method.shrink=true method.condense=distill'"),
     "profl-authors": (
         "profl",
-        "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000 "
         "overrides='method.shrink=true method.stage1_prefix=initial method.condense=distill'",
     ),
 }
