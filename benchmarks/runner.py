@@ -44,10 +44,10 @@ VARIANTS = {
     "profl-shrink": ("profl", "overrides='method.shrink=true'"),
     "profl-noshrink": ("profl", "overrides='method.shrink=false'"),
     "profl-fixedcaps": ("profl", "share-rounds=false"),
-    # denoised EM at tau 0.2: a step ends once client-sampling noise explains almost all
-    # of its net movement (the em_stops sweep over capped runs, README)
-    "profl-tau02": ("profl", "em-threshold=0.2"),
-    "profl-fixedcaps-tau02": ("profl", "share-rounds=false em-threshold=0.2"),
+    # denoised EM over 8 rounds at tau 0.2: a step ends once client-sampling noise explains
+    # almost all of its net movement (the em_stops sweep over capped runs, README)
+    "profl-w8tau02": ("profl", "em-window=8 em-threshold=0.2"),
+    "profl-fixedcaps-w8tau02": ("profl", "share-rounds=false em-window=8 em-threshold=0.2"),
     "profl-nomem": ("profl", "overrides='method.memory_aware=false'"),
     "profl-depth1": ("profl", "overrides='method.output_depth=1'"),
     "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),
