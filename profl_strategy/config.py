@@ -107,6 +107,13 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
     "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
     "method.em.record": (bool, lambda v: True, "true or false"),
+    "method.stage1_prefix": (
+        str,
+        lambda v: v in STAGE1_PREFIXES,
+        "one of " + ", ".join(STAGE1_PREFIXES),
+    ),
+    "method.condense": (str, lambda v: v in CONDENSE_MODES, "one of " + ", ".join(CONDENSE_MODES)),
+    "method.condense_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
@@ -212,7 +219,6 @@ def validate(cfg: DictConfig) -> None:
             f"'plans' = {plans!r} applies to ProFL's block steps only; method "
             f"'{m.name}' trains whole models: use plans='off' or method='profl'"
         )
-    _validate_stage1(cfg)
     mb = OmegaConf.select(cfg, "method.plans_min_micro_batch", default=4)
     if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= cfg.train.batch_size:
         raise ConfigError(
@@ -225,24 +231,3 @@ def validate(cfg: DictConfig) -> None:
                 f"{_run_key_for('method.' + cap)} = {m[cap]} is below "
                 f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
             )
-
-
-def _validate_stage1(cfg: DictConfig) -> None:
-    """ProFL's stage-1 options (absent from the baselines' method configs)."""
-    prefix = OmegaConf.select(cfg, "method.stage1_prefix", default="pool")
-    if prefix not in STAGE1_PREFIXES:
-        raise ConfigError(
-            f"'method.stage1_prefix' = {prefix!r} is invalid: it must be one of "
-            f"{', '.join(STAGE1_PREFIXES)}"
-        )
-    condense = OmegaConf.select(cfg, "method.condense", default="copy")
-    if condense not in CONDENSE_MODES:
-        raise ConfigError(
-            f"'method.condense' = {condense!r} is invalid: it must be one of "
-            f"{', '.join(CONDENSE_MODES)}"
-        )
-    rounds = OmegaConf.select(cfg, "method.condense_rounds", default=1)
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ConfigError(
-            f"'method.condense_rounds' = {rounds!r} is invalid: it must be an integer >= 1"
-        )
