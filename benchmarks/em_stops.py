@@ -30,6 +30,7 @@ from statistics import mean
 from typing import Any
 
 from profl_strategy.movement import CANDIDATES
+from profl_strategy.step_model import STAGE_GROW, Step
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,14 @@ def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
             method = data["config"].get("method", {})
             min_rounds = int(method.get("min_rounds_per_step", min_rounds))
             steps = [
-                StepTrace(path.parent.name, f"s{stage}b{block}", list(group))
-                for (stage, block), group in groupby(rounds, key=lambda r: (r["stage"], r["block"]))
+                (Step(*key), list(group))
+                for key, group in groupby(rounds, key=lambda r: (r["stage"], r["block"]))
             ]
-            traces += [s for s in steps[:-1] if s.step.startswith("s2")]
+            traces += [
+                StepTrace(path.parent.name, str(step), group)
+                for step, group in steps[:-1]
+                if step.stage == STAGE_GROW
+            ]
     return traces, min_rounds
 
 
