@@ -1,7 +1,9 @@
 """Pack what the lent GPU machine lacks into ``.gpu/`` (in .gitignore), within its 64 MiB.
 
-That machine has torch, numpy, pandas, pyarrow, grpcio, protobuf and matplotlib, but no
-Flower, flwr-datasets, HF datasets, Hydra or OmegaConf, no package index and no data.
+That machine has torch, numpy, pandas, pyarrow, grpcio and matplotlib, but no
+Flower, grpcio-health-checking (flwr imports it), flwr-datasets, HF datasets, Hydra or
+OmegaConf, no package index and no data. Its protobuf travels too, at the version here,
+so the generated health-check code finds the runtime it was made for.
 This script, run here, writes
 
 - ``.gpu/whl/``: the wheels ``benchmarks/gpu_session.sh`` installs there (``--no-deps``;
@@ -30,7 +32,7 @@ BUNDLE = REPO / ".gpu"
 WHEELS = (  # at the versions installed here; the GPU image has the rest
     "flwr", "iterators", "cryptography", "cffi", "pycparser", "pycryptodome", "tomli",
     "flwr-datasets", "datasets", "dill", "multiprocess", "hydra-core", "omegaconf",
-    "antlr4-python3-runtime",
+    "antlr4-python3-runtime", "grpcio-health-checking", "protobuf",
 )  # fmt: skip
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux_2_34_x86_64", "manylinux1_x86_64")  # fmt: skip
