@@ -46,6 +46,7 @@ def test_typed_keys_override_the_preset() -> None:
         ({"min-rounds-per-step": 9, "max-rounds-stage1": 3}, "max-rounds-stage1"),
         ({"overrides": "train.nope=1"}, "train.nope"),
         ({"plans": "cheap"}, "'plans'"),
+        ({"eval-test-size": -1}, "'eval-test-size'"),
         ({"plans": "exact", "method": "fedavg"}, "'plans'"),
         ({"plans": "exact", "plans-min-micro-batch": 64}, "'plans-min-micro-batch'"),
     ],

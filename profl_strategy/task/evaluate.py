@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from profl_strategy.task.dataset import load_test, make_loader
 from profl_strategy.task.train import evaluate
 
+TEST_SUBSET_SEED = 0  # one subset for every run, method and seed: their curves compare
+
 
 class TestSetEvaluator:
-    """Loads the test split once, then scores any model the strategy hands it."""
+    """Loads the test split once, then scores any model the strategy hands it.
 
-    def __init__(self, dataset: str, data_dir: str, seed: int, batch_size: int) -> None:
+    With ``test_size`` > 0 the per-round scores use a fixed random subset of that many
+    test images (a long CPU comparison spends much of its time scoring otherwise); the
+    final model (``server_round`` < 0) is always scored on the whole split.
+    """
+
+    def __init__(
+        self, dataset: str, data_dir: str, seed: int, batch_size: int, test_size: int = 0
+    ) -> None:
         images, labels = load_test(dataset, data_dir=data_dir, seed=seed)
         self.loader = make_loader(
             images, labels, dataset, batch_size=batch_size, train=False, seed=seed
         )
+        self.round_loader = self.loader
+        if 0 < test_size < len(labels):
+            rng = np.random.default_rng(TEST_SUBSET_SEED)
+            keep = np.sort(rng.permutation(len(labels))[:test_size])
+            self.round_loader = make_loader(
+                images[keep], labels[keep], dataset, batch_size=batch_size, train=False, seed=seed
+            )
         self.num_examples = len(labels)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def __call__(self, server_round: int, model: nn.Module) -> dict[str, float]:
-        """Loss and accuracy of ``model`` on the whole test split."""
-        loss, acc = evaluate(model, self.loader, self.device)
+        """Loss and accuracy of ``model``: on the round subset, or the whole split when
+        ``server_round`` < 0 (the final model)."""
+        loader = self.loader if server_round < 0 else self.round_loader
+        loss, acc = evaluate(model, loader, self.device)
         model.cpu()
         return {"accuracy": acc, "loss": loss}
