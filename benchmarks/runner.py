@@ -48,6 +48,8 @@ VARIANTS = {
     # almost all of its net movement (the em_stops sweep over capped runs, README)
     "profl-w8tau02": ("profl", "em-window=8 em-threshold=0.2"),
     "profl-fixedcaps-w8tau02": ("profl", "share-rounds=false em-window=8 em-threshold=0.2"),
+    # fixed caps, and effective movement may also end the last step (the paper's stop)
+    "profl-fixedcaps-endlast": ("profl", "share-rounds=false em-end-last=true"),
     "profl-nomem": ("profl", "overrides='method.memory_aware=false'"),
     "profl-depth1": ("profl", "overrides='method.output_depth=1'"),
     "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),

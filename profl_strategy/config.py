@@ -51,6 +51,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "em-variant": "method.em.variant",
     "em-norm": "method.em.norm",
     "em-sample": "method.em.sample",
+    "em-end-last": "method.em.end_last",
     "min-rounds-per-step": "method.min_rounds_per_step",
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
@@ -108,6 +109,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
     "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
     "method.em.record": (bool, lambda v: True, "true or false"),
+    "method.em.end_last": (bool, lambda v: True, "true or false"),
     "method.stage1_prefix": (
         str,
         lambda v: v in STAGE1_PREFIXES,

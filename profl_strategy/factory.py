@@ -88,6 +88,7 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         budget=cfg.num_rounds if m.share_rounds else 0,
         condense_rounds=condense_rounds(m),
         share_weights=share_weights(run.model, str(m.share_by)),
+        em_ends_last=bool(m.em.end_last),
     )
     method = get_class(m.strategy)
     extra = {}

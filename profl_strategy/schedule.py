@@ -8,8 +8,8 @@ run always ends.
 With a round ``budget`` (the run's ``num-server-rounds``) stage 2 does not stop
 at fixed caps while rounds are left: each stage-2 step may use an equal share of
 the rounds the run has left when it starts, and the last step trains until the
-budget is spent (effective movement does not end it), as the full-model
-baselines do. Rounds a converged step saves
+budget is spent, as the full-model baselines do. Effective movement never ends
+the last step unless asked to (``em_ends_last``, fixed caps only). Rounds a converged step saves
 go to the steps after it. A budget too small for the schedule still ends the
 run when it is spent (the ServerApp's round loop), after fewer steps.
 
@@ -87,6 +87,7 @@ class ProgressiveSchedule:
         budget: int = 0,
         condense_rounds: int = 0,
         share_weights: Sequence[float] | None = None,
+        em_ends_last: bool = False,
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
         ordinary full-model training (the baselines), with no early stop.
@@ -94,7 +95,10 @@ class ProgressiveSchedule:
         ``max_rounds_grow`` then only applies without a budget.
         ``condense_rounds > 0`` (with ``shrink``) adds condensing steps of that
         many rounds each. ``share_weights`` (one per block, > 0) weights the
-        budget's shares; None shares equally."""
+        budget's shares; None shares equally. ``em_ends_last`` lets effective
+        movement end the last step under fixed caps (the paper's stop); by default
+        the last step trains to its cap, since its rounds make the deliverable model
+        and no later block could use the rounds saved."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -121,6 +125,7 @@ class ProgressiveSchedule:
         if len(weights) != num_blocks or any(w <= 0 for w in weights):
             raise ValueError(f"share weights must be {num_blocks} numbers > 0, got {weights}")
         self.share_weights = weights
+        self.em_ends_last = em_ends_last
         self.index = 0
         self.rounds_in_step = 0
         self.rounds_total = 0  # trained rounds over all steps
@@ -159,9 +164,10 @@ class ProgressiveSchedule:
         step = self.current
         self.rounds_in_step += 1
         self.rounds_total += 1
-        last_with_budget = self.budget and self.index == len(self.steps) - 1
-        converged = converged and step.stage != STAGE_CONDENSE
-        if converged and self.rounds_in_step >= self.min_rounds and not last_with_budget:
+        last = self.index == len(self.steps) - 1
+        em_may_end = not last or (self.em_ends_last and not self.budget)
+        converged = converged and step.stage != STAGE_CONDENSE and em_may_end
+        if converged and self.rounds_in_step >= self.min_rounds:
             reason = "converged"
         elif self.rounds_in_step >= self.cap():
             reason = "round-cap"

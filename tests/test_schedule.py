@@ -125,3 +125,16 @@ def test_weighted_shares_give_larger_blocks_more_of_the_budget() -> None:
 def test_share_weights_must_fit_the_blocks() -> None:
     with pytest.raises(ValueError, match="share weights"):
         ProgressiveSchedule(4, 2, 3, 5, shrink=False, budget=80, share_weights=[1.0, 2.0])
+
+
+def test_under_fixed_caps_the_last_step_trains_to_its_cap_unless_em_may_end_it() -> None:
+    converged_at = {"s2b0": 3, "s2b1": 3}
+    caps = ProgressiveSchedule(
+        2, min_rounds=2, max_rounds_shrink=5, max_rounds_grow=8, shrink=False
+    )
+    ends = _walk(caps, converged_at)
+    assert ends == [("s2b0", "converged", 3), ("s2b1", "round-cap", 8)]
+    paper = ProgressiveSchedule(
+        2, min_rounds=2, max_rounds_shrink=5, max_rounds_grow=8, shrink=False, em_ends_last=True
+    )
+    assert _walk(paper, converged_at) == [("s2b0", "converged", 3), ("s2b1", "converged", 3)]
