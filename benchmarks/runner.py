@@ -38,15 +38,24 @@ VARIANTS = {
     "profl-plans": ("profl", "plans='exact'"),
     "profl-noplans": ("profl", "plans='off'"),
     "profl-capped": ("profl", "em-patience=100000 overrides='method.em.record=true'"),
-    "profl-denoised": ("profl", "em-variant='denoised' em-window=4 em-threshold=0.5"),
-    "profl-vector": ("profl", "em-variant='vector' em-window=4 em-threshold=0.6"),
-    "profl-l1": ("profl", "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000"),
+    # effective movement may end stage-2 steps under the shared budget (the default
+    # until 2026-11-28, run as profl-w8tau02 / profl then)
+    "profl-emstops": ("profl", "em-stop='always'"),
+    "profl-denoised": (
+        "profl",
+        "em-variant='denoised' em-window=4 em-threshold=0.5 em-stop='always'",
+    ),
+    "profl-vector": ("profl", "em-variant='vector' em-window=4 em-threshold=0.6 em-stop='always'"),
+    "profl-l1": (
+        "profl",
+        "em-variant='vector' em-norm='l1' em-window=6 em-sample=10000 em-stop='always'",
+    ),
     "profl-shrink": ("profl", "overrides='method.shrink=true'"),
     "profl-noshrink": ("profl", "overrides='method.shrink=false'"),
     "profl-fixedcaps": ("profl", "share-rounds=false"),
     # denoised EM over 8 rounds at tau 0.2: a step ends once client-sampling noise explains
     # almost all of its net movement (the em_stops sweep over capped runs, README)
-    "profl-w8tau02": ("profl", "em-window=8 em-threshold=0.2"),
+    "profl-w8tau02": ("profl", "em-window=8 em-threshold=0.2 em-stop='always'"),
     "profl-fixedcaps-w8tau02": ("profl", "share-rounds=false em-window=8 em-threshold=0.2"),
     # fixed caps, and effective movement may also end the last step (the paper's stop)
     "profl-fixedcaps-endlast": ("profl", "share-rounds=false em-end-last=true"),

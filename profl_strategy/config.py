@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from profl_strategy.movement import NORMS, VARIANTS
 from profl_strategy.plans import PLAN_MODES
+from profl_strategy.schedule import EM_STOPS
 from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -52,6 +53,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "em-norm": "method.em.norm",
     "em-sample": "method.em.sample",
     "em-end-last": "method.em.end_last",
+    "em-stop": "method.em.stop",
     "min-rounds-per-step": "method.min_rounds_per_step",
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
@@ -110,6 +112,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
     "method.em.record": (bool, lambda v: True, "true or false"),
     "method.em.end_last": (bool, lambda v: True, "true or false"),
+    "method.em.stop": (str, lambda v: v in EM_STOPS, "one of " + ", ".join(EM_STOPS)),
     "method.stage1_prefix": (
         str,
         lambda v: v in STAGE1_PREFIXES,

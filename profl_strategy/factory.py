@@ -89,6 +89,7 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         condense_rounds=condense_rounds(m),
         share_weights=share_weights(run.model, str(m.share_by)),
         em_ends_last=bool(m.em.end_last),
+        em_stop=str(m.em.stop),
     )
     method = get_class(m.strategy)
     extra = {}

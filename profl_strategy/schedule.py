@@ -9,7 +9,8 @@ With a round ``budget`` (the run's ``num-server-rounds``) stage 2 does not stop
 at fixed caps while rounds are left: each stage-2 step may use an equal share of
 the rounds the run has left when it starts, and the last step trains until the
 budget is spent, as the full-model baselines do. Effective movement never ends
-the last step unless asked to (``em_ends_last``, fixed caps only). Rounds a converged step saves
+the last step unless asked to (``em_ends_last``, fixed caps only), and ends a
+shared stage-2 step only with ``em_stop="always"``. Rounds a converged step saves
 go to the steps after it. A budget too small for the schedule still ends the
 run when it is spent (the ServerApp's round loop), after fewer steps.
 
@@ -36,6 +37,8 @@ from profl_strategy.step_model import (
     STAGE_SHRINK,
     Step,
 )
+
+EM_STOPS = ("always", "fixed-caps")  # when effective movement may end a step
 
 
 def progressive_steps(num_blocks: int, shrink: bool = True, condense: bool = False) -> list[Step]:
@@ -88,6 +91,7 @@ class ProgressiveSchedule:
         condense_rounds: int = 0,
         share_weights: Sequence[float] | None = None,
         em_ends_last: bool = False,
+        em_stop: str = "always",
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
         ordinary full-model training (the baselines), with no early stop.
@@ -98,7 +102,10 @@ class ProgressiveSchedule:
         budget's shares; None shares equally. ``em_ends_last`` lets effective
         movement end the last step under fixed caps (the paper's stop); by default
         the last step trains to its cap, since its rounds make the deliverable model
-        and no later block could use the rounds saved."""
+        and no later block could use the rounds saved. ``em_stop`` says when
+        effective movement may end a step at all: ``always``, or ``fixed-caps``
+        (only on steps with a fixed cap, where a stop saves rounds: stage 1, and
+        stage 2 without a budget; with one, every stage-2 step takes its share)."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -125,7 +132,10 @@ class ProgressiveSchedule:
         if len(weights) != num_blocks or any(w <= 0 for w in weights):
             raise ValueError(f"share weights must be {num_blocks} numbers > 0, got {weights}")
         self.share_weights = weights
+        if em_stop not in EM_STOPS:
+            raise ValueError(f"em-stop must be one of {', '.join(EM_STOPS)}, got {em_stop!r}")
         self.em_ends_last = em_ends_last
+        self.em_stop = em_stop
         self.index = 0
         self.rounds_in_step = 0
         self.rounds_total = 0  # trained rounds over all steps
@@ -166,6 +176,8 @@ class ProgressiveSchedule:
         self.rounds_total += 1
         last = self.index == len(self.steps) - 1
         em_may_end = not last or (self.em_ends_last and not self.budget)
+        shared = bool(self.budget) and step.stage == STAGE_GROW  # its cap is a share
+        em_may_end = em_may_end and (self.em_stop == "always" or not shared)
         converged = converged and step.stage != STAGE_CONDENSE and em_may_end
         if converged and self.rounds_in_step >= self.min_rounds:
             reason = "converged"

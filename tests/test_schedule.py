@@ -138,3 +138,18 @@ def test_under_fixed_caps_the_last_step_trains_to_its_cap_unless_em_may_end_it()
         2, min_rounds=2, max_rounds_shrink=5, max_rounds_grow=8, shrink=False, em_ends_last=True
     )
     assert _walk(paper, converged_at) == [("s2b0", "converged", 3), ("s2b1", "converged", 3)]
+
+
+def test_with_fixed_caps_only_effective_movement_leaves_shared_stage2_steps_their_share() -> None:
+    converged_at = {"s1b1": 2, "s2b0": 3, "s2b1": 3}
+    shares = ProgressiveSchedule(2, 2, 4, 4, budget=30, em_stop="fixed-caps")
+    # stage 1 keeps its fixed caps, so a stop there still saves rounds for stage 2
+    assert _walk(shares, converged_at)[:3] == [
+        ("s1b1", "converged", 2),
+        ("s1b0", "round-cap", 4),
+        ("s2b0", "round-cap", (30 - 6) // 2),
+    ]
+    stops = ProgressiveSchedule(2, 2, 4, 4, budget=30, em_stop="always")
+    assert _walk(stops, converged_at)[2] == ("s2b0", "converged", 3)
+    with pytest.raises(ValueError, match="em-stop"):
+        ProgressiveSchedule(2, 2, 4, 4, em_stop="never")
