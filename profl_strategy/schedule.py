@@ -174,18 +174,22 @@ class ProgressiveSchedule:
         step = self.current
         self.rounds_in_step += 1
         self.rounds_total += 1
-        last = self.index == len(self.steps) - 1
-        em_may_end = not last or (self.em_ends_last and not self.budget)
-        shared = bool(self.budget) and step.stage == STAGE_GROW  # its cap is a share
-        em_may_end = em_may_end and (self.em_stop == "always" or not shared)
-        converged = converged and step.stage != STAGE_CONDENSE and em_may_end
-        if converged and self.rounds_in_step >= self.min_rounds:
+        if converged and self._em_may_end(step) and self.rounds_in_step >= self.min_rounds:
             reason = "converged"
         elif self.rounds_in_step >= self.cap():
             reason = "round-cap"
         else:
             return None
         return self._advance(step, reason)
+
+    def _em_may_end(self, step: Step) -> bool:
+        """Whether effective movement may end ``step`` (``__init__``: em_ends_last, em_stop)."""
+        if step.stage == STAGE_CONDENSE:  # trains no block: runs its rounds
+            return False
+        if self.index == len(self.steps) - 1:
+            return self.em_ends_last and not self.budget
+        shared = bool(self.budget) and step.stage == STAGE_GROW  # its cap is a share
+        return self.em_stop == "always" or not shared
 
     def skip(self, reason: str) -> Transition:
         """End the current step without training it (e.g. no node can hold it)."""
