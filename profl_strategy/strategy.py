@@ -191,9 +191,20 @@ class ProFL(Engine):
         return sub
 
     def final_model(self) -> nn.Module:
-        """The deliverable model: real blocks and head."""
+        """The deliverable model: real blocks and head.
+
+        A run cut before its last stage-2 step (a time box, a round budget smaller
+        than the schedule) delivers the sub-model of the last step it trained: its
+        output module stands in for the blocks never trained, which the full model
+        would run at their initial weights (issue 16's GPU run, cut inside step s2b3 of
+        5: its full model scored 0.135 where that step had scored up to 0.30).
+        """
         from profl_strategy.models import build_full_model
 
+        last = self._step_started
+        cut = not self.schedule.done and last is not None
+        if cut and last.stage != STAGE_CONDENSE and last != self.schedule.steps[-1]:
+            return self.step_model(last)
         full = build_full_model(self.key.spec())
         state = self.model.state_dict()
         full.load_state_dict({k: state[k] for k in full.state_dict()})
