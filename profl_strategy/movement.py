@@ -189,8 +189,8 @@ class CandidateRecorder:
     """Every :data:`CANDIDATES` form of EM on the same rounds, for the round log.
 
     Decides nothing: it lets one run that trains every step to its cap show
-    where each form would have stopped (``benchmarks/em_stops.py``). Not
-    checkpointed: after a resume its windows fill again.
+    where each form would have stopped (``benchmarks/em_stops.py``); its windows
+    go into checkpoints, so a resumed run logs the same values.
     """
 
     def __init__(self) -> None:
@@ -208,3 +208,13 @@ class CandidateRecorder:
     def update(self, params: torch.Tensor, noise: float) -> dict[str, float | None]:
         """Each form's EM after this round (None until its window is full)."""
         return {name: d.update(params, noise) for name, d in self.detectors.items()}
+
+    def state_dict(self) -> dict:
+        """Every form's window, for checkpoints."""
+        return {name: d.state_dict() for name, d in self.detectors.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue every form's window (forms added since start empty)."""
+        for name, d in self.detectors.items():
+            if name in state:
+                d.load_state_dict(state[name])

@@ -220,9 +220,12 @@ class ProFL(Engine):
         return super().state_dict() | {
             "detector": self.detector.state_dict(),
             "step_started": self._step_started,
+            "candidates": None if self.candidates is None else self.candidates.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.detector.load_state_dict(state["detector"])
         self._step_started = state["step_started"]
+        if self.candidates is not None and state.get("candidates"):
+            self.candidates.load_state_dict(state["candidates"])

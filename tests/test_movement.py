@@ -175,3 +175,21 @@ def test_candidate_recorder_logs_each_form_as_its_own_detector_would() -> None:
         snaps = walk[-window - 1 :]
         expected = effective_movement(snaps, variant, [50.0] * window, norm)
         assert logged[-1][name] == pytest.approx(expected), name
+
+
+def test_candidate_recorder_resumes_from_its_checkpoint() -> None:
+    """A resumed run logs the values an uninterrupted one would have."""
+    g = torch.Generator().manual_seed(1)
+    walk = [torch.zeros(20_000)]
+    for _ in range(12):
+        walk.append(walk[-1] + 0.1 + torch.randn(20_000, generator=g))
+    whole, first = CandidateRecorder(), CandidateRecorder()
+    whole.reset(walk[0])
+    first.reset(walk[0])
+    expected = [whole.update(w, noise=5.0) for w in walk[1:]]
+    for w in walk[1:7]:
+        first.update(w, noise=5.0)
+    resumed = CandidateRecorder()
+    resumed.reset(torch.zeros(20_000))
+    resumed.load_state_dict(first.state_dict())
+    assert [resumed.update(w, noise=5.0) for w in walk[7:]] == expected[6:]
