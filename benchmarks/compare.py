@@ -57,6 +57,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--num-supernodes", type=int, default=20)
     p.add_argument(
+        "--engine",
+        choices=("flwr", "inprocess"),
+        default="flwr",
+        help="flwr: `flwr run` on Ray; inprocess: the same simulation in one process, "
+        "same results, less overhead (server_app/inprocess.py)",
+    )
+    p.add_argument(
         "--extra-run-config", default="", help='more run-config, e.g. "num-server-rounds=5"'
     )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Settings(
         args.preset, data_dir, args.num_supernodes, args.extra_run_config, args.timeout, ""
     )
+    cfg.engine = args.engine
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
     failed = run_all(cfg, out, Path(args.app).resolve(), sys.argv)
     if report(out, methods) and args.readme:

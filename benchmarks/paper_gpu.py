@@ -1,7 +1,7 @@
 """Paper-scale runs without Ray or a SuperLink: the real ServerApp and ClientApp code, in-process.
 
 The lent GPU machine has torch but no Flower simulation engine. This script runs
-:func:`server_app.app.run_profl` on an :class:`~server_app.inprocess.InProcessGrid`
+:func:`server_app.app.run_profl` on an in-process grid (:func:`server_app.inprocess.simulate`)
 (the app's own ClientApp, mods included, one node at a time on the one GPU), each
 method time-boxed, and then measures the CUDA peaks of the fine splits with and
 without plans (:mod:`benchmarks.plans`). On a CPU box the same script runs end to
@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 from flwr.common.config import parse_config_args
 
-from server_app.app import run_profl
-from server_app.inprocess import InProcessGrid
+from server_app.inprocess import simulate
 
 
 def device_name() -> str:
@@ -39,7 +38,6 @@ def device_name() -> str:
 
 def run_method(args: argparse.Namespace, method: str) -> dict:
     """One time-boxed in-process run of ``method``; its summary and accuracy curve."""
-    nodes = [{"partition-id": i, "num-partitions": args.nodes} for i in range(args.nodes)]
     config = {
         "preset": args.preset,
         "method": method,
@@ -50,7 +48,7 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         **(parse_config_args([args.extra_run_config]) if args.extra_run_config else {}),
     }
     started = time.monotonic()
-    summary = run_profl(InProcessGrid(nodes), config, deadline=started + 60 * args.minutes)
+    summary = simulate(config, args.nodes, deadline=started + 60 * args.minutes)
     results = json.loads((Path(summary["run_dir"]) / "results.json").read_text())
     curve = [(r["round"], r["accuracy"]) for r in results["rounds"] if "accuracy" in r]
     return {

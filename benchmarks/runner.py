@@ -1,5 +1,7 @@
 """Run a comparison: one real ``flwr run`` of a snapshot of this app per (method, seed).
 
+(``--engine inprocess``: the same simulation in one process per run, without Ray.)
+
 Every run is a simulation with a private ``FLWR_HOME`` and private ports and no
 dependency installation, so all methods share the models, partitions, memory profile,
 selection size, local epochs and evaluation of the preset; only ``method=`` (and a
@@ -176,6 +178,9 @@ class Settings:
     runs: list[RunSpec] = field(default_factory=list)
     federation: str = ""  # more --federation-config, e.g. "client-resources-num-cpus=1"
     env: dict[str, str] = field(default_factory=dict)  # more environment for the run
+    # "flwr": `flwr run` on a managed SuperLink (Ray); "inprocess": the same simulation in
+    # one process (server_app/inprocess.py), the same results without Ray's overhead
+    engine: str = "flwr"
 
 
 def progress(tag: str, line: str, started: float) -> bool:
@@ -212,7 +217,8 @@ def run_env(cfg: Settings, home: Path, http: int, control: int) -> dict[str, str
 
 
 def run_command(spec: RunSpec, cfg: Settings) -> list[str]:
-    """The ``flwr run`` of one (method, seed): only method, variant config and seed differ."""
+    """The ``flwr run`` of one (method, seed): only method, variant config and seed differ
+    (with ``engine='inprocess'``, the same run in one process)."""
     method, own = VARIANTS.get(spec.method, (spec.method, ""))
     run_config = " ".join(
         [
@@ -225,6 +231,9 @@ def run_command(spec: RunSpec, cfg: Settings) -> list[str]:
             cfg.extra,
         ]
     ).strip()
+    if cfg.engine == "inprocess":
+        return [sys.executable, "-m", "server_app.inprocess",
+                "--nodes", str(cfg.num_supernodes), "--run-config", run_config]  # fmt: skip
     return [
         "flwr", "run", cfg.app, "--stream", "--run-config", run_config,
         "--federation-config", f"num-supernodes={cfg.num_supernodes} {cfg.federation}".strip(),

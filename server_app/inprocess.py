@@ -7,11 +7,18 @@ The ClientApp is loaded the way Flower loads it, from the ``clientapp``
 component of ``pyproject.toml``, so the ServerApp's package never imports the
 client package. Messages are delivered one at a time: a round costs the sum of
 its nodes' training, as in a simulation with one actor.
+
+:func:`simulate` (``python -m server_app.inprocess``) is ``flwr run``'s simulation in
+this process: the same nodes (partition ``i`` of ``N``), so the same selection,
+training and ``results.json`` (``tests/test_simulation.py``), without Ray's start-up
+and message passing. ``benchmarks.compare --engine inprocess`` runs on it.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import sys
 import tomllib
 import uuid
 from collections.abc import Iterable
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.config import parse_config_args
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -95,3 +103,28 @@ class InProcessGrid(Grid):
             if reply is not None:
                 replies.append(reply)
         return replies
+
+
+def simulate(run_config: dict, num_nodes: int, deadline: float | None = None) -> dict:
+    """One run on ``num_nodes`` simulated SuperNodes, as ``flwr run`` with
+    ``num-supernodes=num_nodes`` would run it; the run's summary."""
+    from server_app.app import run_profl  # the ServerApp, imported only when run
+
+    nodes = [{"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)]
+    return run_profl(InProcessGrid(nodes), run_config, deadline=deadline)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m server_app.inprocess --nodes 20 --run-config "preset='fmnist_long'"``."""
+    p = argparse.ArgumentParser(description="flwr run's simulation, in this process")
+    p.add_argument("--nodes", type=int, required=True, help="num-supernodes")
+    p.add_argument("--run-config", default="", help="as for flwr run --run-config")
+    args = p.parse_args(argv)
+    if args.nodes < 1:
+        p.error(f"--nodes must be at least 1, got {args.nodes}")
+    simulate(parse_config_args([args.run_config]) if args.run_config else {}, args.nodes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

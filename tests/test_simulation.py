@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from flwr.common.config import parse_config_args
 
 from benchmarks.runner import flwr_env, free_port, listener_pids
+from server_app.inprocess import simulate
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.simulation
@@ -52,16 +54,20 @@ def copy_app(dst: Path) -> Path:
     return dst
 
 
+def run_config(data_dir: Path, out: Path) -> str:
+    """Both stages on 20 nodes, a few rounds a step."""
+    return (
+        f"data-dir='{data_dir}' outputs-dir='{out}' width=0.25 "
+        "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "
+        "fraction-train=0.3 seed=1 share-rounds=false overrides='method.shrink=true'"
+    )
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[str, dict]:
     tmp = tmp_path_factory.mktemp("sim")
     app = copy_app(tmp / "app")
-    cfg = (
-        f"data-dir='{data_dir}' outputs-dir='{tmp / 'home' / 'out'}' width=0.25 "
-        "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "
-        "fraction-train=0.3 seed=1 share-rounds=false overrides='method.shrink=true'"
-    )
-    log, results = flwr_run(app, tmp / "home", cfg, supernodes=20)
+    log, results = flwr_run(app, tmp / "home", run_config(data_dir, tmp / "home" / "out"), 20)
     assert len(results) == 1, log[-3000:]
     return log, results[0]
 
@@ -108,3 +114,25 @@ def test_each_round_is_logged_with_its_metrics(run: tuple[str, dict]) -> None:
             "bytes_up",
         } <= set(r)
     assert "round stage block" in log
+
+
+def test_the_in_process_engine_runs_what_flwr_run_runs(
+    run: tuple[str, dict], data_dir: Path, tmp_path: Path
+) -> None:
+    """``benchmarks.compare --engine inprocess`` may stand in for ``flwr run``: the same
+    rounds, nodes, bytes and (up to float order) accuracy."""
+    _, res = run
+    config = parse_config_args([run_config(data_dir, tmp_path)])
+    summary = simulate(config, num_nodes=20)
+    mine = json.loads((Path(summary["run_dir"]) / "results.json").read_text())["rounds"]
+    same = ("round", "stage", "block", "eligible", "selected", "bytes_down", "bytes_up")
+    assert [{k: r[k] for k in same} for r in mine] == [
+        {k: r[k] for k in same} for r in res["rounds"]
+    ]
+    partitions = [[n["partition"] for n in r["selected_nodes"]] for r in mine]
+    assert partitions == [[n["partition"] for n in r["selected_nodes"]] for r in res["rounds"]]
+    for a, b in zip(mine, res["rounds"], strict=True):
+        assert (a.get("accuracy") is None) == (b.get("accuracy") is None)
+        if a.get("accuracy") is not None:
+            assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.02)
+    assert summary["final_accuracy"] == pytest.approx(res["summary"]["final_accuracy"], abs=0.02)
