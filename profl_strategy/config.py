@@ -64,6 +64,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "plans-min-micro-batch": "method.plans_min_micro_batch",
     "eval-every": "eval.every",
     "eval-test-size": "eval.test_size",
+    "final-average": "eval.final_average",
     "outputs-dir": "output.dir",
     "min-replies": "train.min_replies",
     "checkpoint-every": "checkpoint.every",
@@ -122,6 +123,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.condense_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
     "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
     "eval.test_size": (int, lambda v: v >= 0, "an integer >= 0 (0: the whole test split)"),
+    "eval.final_average": (int, lambda v: v >= 0, "an integer >= 0 (0: the last round's model)"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
     "resume": (

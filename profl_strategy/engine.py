@@ -20,6 +20,7 @@ architecture between steps.
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +43,7 @@ from profl_strategy.nodes import NodeBook
 from profl_strategy.protocol import ARRAYS, CONFIG, NUM_EXAMPLES, RunSpec
 from profl_strategy.schedule import ProgressiveSchedule, Transition
 from profl_strategy.step_model import Step
+from profl_strategy.tail import TailAverage
 
 Evaluator = Callable[[int, nn.Module], dict[str, float]]
 RoundHook = Callable[[dict[str, Any]], None]
@@ -85,6 +87,9 @@ class Engine(FedAvg):
         and the round does not count towards the step.
     method_config : dict, optional
         The composed ``method`` config group, for options of a method.
+    final_average : int
+        Deliver the mean of the deliverable models of the last ``final_average``
+        rounds (:class:`TailAverage`); 0 delivers the last round's model.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class Engine(FedAvg):
         min_replies: int = 1,
         method_config: dict[str, Any] | None = None,
         on_round: RoundHook | None = None,
+        final_average: int = 0,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -124,6 +130,7 @@ class Engine(FedAvg):
         self.round_timeout = 600.0
         self.deadline: float | None = None  # time.monotonic(): no round starts after it
         self._in_flight: dict[int, RoundPlan] = {}  # Flower's loop: plans awaiting replies
+        self.tail = TailAverage(final_average) if final_average > 0 else None
 
     # ---- what a method defines ------------------------------------------------------
     def plan_round(self, server_round: int, online: set[int]) -> RoundPlan:
@@ -164,6 +171,17 @@ class Engine(FedAvg):
     def memory_summary(self) -> dict[str, Any]:
         """The method's own memory figures for ``results.json``."""
         return {}
+
+    def deliverable(self) -> nn.Module:
+        """What the run hands out: :meth:`final_model`, averaged over the last
+        ``final_average`` rounds when that is set (:class:`TailAverage`)."""
+        model = self.final_model()
+        mean = self.tail.average() if self.tail is not None else None
+        if mean is None or mean.keys() != model.state_dict().keys():
+            return model
+        model = copy.deepcopy(model)  # a baseline's final model is its live global model
+        model.load_state_dict(mean)
+        return model
 
     # ---- shared pieces --------------------------------------------------------------
     @property
@@ -319,11 +337,13 @@ class Engine(FedAvg):
                 result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
                     {k: float(record[k]) for k in ("accuracy", "loss")}
                 )
+            if self.tail is not None:
+                self.tail.push(self.final_model())
             record["round_s"] = time.monotonic() - t0
             self.history.append(record)
             if self.on_round:
                 self.on_round(record)
-        result.arrays = ArrayRecord(self.final_model().state_dict())
+        result.arrays = ArrayRecord(self.deliverable().state_dict())
         return result
 
     def _in_time(self) -> bool:
@@ -344,6 +364,7 @@ class Engine(FedAvg):
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "refusals": self.refusals,
+            "tail": None if self.tail is None else self.tail.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -355,3 +376,5 @@ class Engine(FedAvg):
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
         self.refusals = int(state["refusals"])
+        if self.tail is not None and state.get("tail"):
+            self.tail.load_state_dict(state["tail"])

@@ -108,4 +108,5 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         memory_aware=bool(m.memory_aware),
         min_replies=int(cfg.train.min_replies),
         method_config=OmegaConf.to_container(m, resolve=True),
+        final_average=int(cfg.eval.final_average),
     )

@@ -90,8 +90,12 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     result = strategy.start(
         grid, num_rounds=cfg.num_rounds, timeout=float(cfg.train.timeout), evaluate_fn=evaluator
     )
-    final = evaluator(-1, strategy.final_model())
+    final = evaluator(-1, strategy.deliverable())
     summary = summarize(strategy, result, final, run, cfg.seed) | {"run_dir": str(run_dir)}
+    if strategy.tail is not None:  # the last round's model too, to show what averaging gave
+        last = evaluator(-1, strategy.final_model())
+        summary["final_accuracy_last_round"] = last["accuracy"]
+        summary["final_average_rounds"] = len(strategy.tail.states)
     recorder.finish(summary)
     return summary
 

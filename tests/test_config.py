@@ -47,6 +47,7 @@ def test_typed_keys_override_the_preset() -> None:
         ({"overrides": "train.nope=1"}, "train.nope"),
         ({"plans": "cheap"}, "'plans'"),
         ({"eval-test-size": -1}, "'eval-test-size'"),
+        ({"final-average": -2}, "'final-average'"),
         ({"em-stop": "sometimes"}, "'em-stop'"),
         ({"plans": "exact", "method": "fedavg"}, "'plans'"),
         ({"plans": "exact", "plans-min-micro-batch": 64}, "'plans-min-micro-batch'"),
