@@ -1,0 +1,94 @@
+"""Has a method's accuracy curve flattened? Mean accuracy per part of each run.
+
+A convergence-length preset needs a round budget at which FedAvg-full's curve is
+flat. One evaluation swings by several points (4 non-IID nodes a round), so this
+compares means: each run's evaluations are cut into ``--parts`` equal spans of
+rounds, and the gain of the last span over the one before says whether the run
+was still climbing. One seed's gain still carries that noise, so the verdict is on
+the mean over seeds: under ``--flat`` points is "flat".
+
+Reads what :mod:`benchmarks.report` reads (``<out>/runs/<method>-s<seed>/<run>/results.json``).
+
+Usage::
+
+    python -m benchmarks.plateau benchmarks/results/cifar10_plateau --method fedavg
+    python -m benchmarks.plateau benchmarks/results/fmnist_long --method fedavg --parts 8
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from benchmarks.report import load_runs
+
+
+def part_means(
+    rounds: Sequence[float], accs: Sequence[float], last: int, parts: int
+) -> list[float]:
+    """Mean accuracy of the evaluations in each of ``parts`` equal spans of rounds 1..``last``.
+
+    A span without an evaluation is ``nan``.
+    """
+    spans: list[list[float]] = [[] for _ in range(parts)]
+    for r, a in zip(rounds, accs, strict=True):
+        if 0 < r <= last:
+            spans[min(parts - 1, int((r - 1) * parts // last))].append(a)
+    return [mean(s) if s else float("nan") for s in spans]
+
+
+def plateau_rows(out: Path, method: str, parts: int) -> list[dict[str, Any]]:
+    """One row per seed of ``method``: its part means and the last part's gain (points)."""
+    rows = []
+    for run in load_runs(out):
+        if run["method"] != method:
+            continue
+        c = run["curve"]
+        means = part_means(c["round"], c["accuracy"], int(run["rounds"]), parts)
+        rows.append({"seed": run["seed"], "means": means, "gain": 100 * (means[-1] - means[-2])})
+    if not rows:
+        raise SystemExit(f"no finished run of method '{method}' under {out}/runs")
+    return sorted(rows, key=lambda row: row["seed"])
+
+
+def markdown(method: str, rows: list[dict[str, Any]], parts: int, flat: float) -> str:
+    """The table, and a one-line verdict against ``flat`` points."""
+    head = [f"part {i + 1}/{parts}" for i in range(parts)]
+    lines = [
+        f"| {method}, seed | " + " | ".join(head) + " | last part − the one before (points) |",
+        "|---" * (parts + 2) + "|",
+    ]
+    for row in rows:
+        cells = " | ".join(f"{m:.3f}" for m in row["means"])
+        lines.append(f"| {row['seed']} | {cells} | {row['gain']:+.1f} |")
+    gains = [row["gain"] for row in rows]
+    verdict = "flat" if mean(gains) < flat else "still rising"
+    lines.append("")
+    lines.append(
+        f"{verdict}: the last part adds {mean(gains):+.1f} points, mean of {len(rows)} "
+        f"seed(s) (flat: under {flat:+.1f}; per seed {min(gains):+.1f} to {max(gains):+.1f})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="a benchmarks.compare result folder")
+    parser.add_argument("--method", default="fedavg")
+    parser.add_argument("--parts", type=int, default=4, help="spans per run (default: quarters)")
+    parser.add_argument("--flat", type=float, default=1.0, help="points; a smaller gain is flat")
+    args = parser.parse_args(argv)
+    if args.parts < 2:
+        parser.error(f"--parts must be at least 2, got {args.parts}")
+    print(
+        markdown(
+            args.method, plateau_rows(args.out, args.method, args.parts), args.parts, args.flat
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
