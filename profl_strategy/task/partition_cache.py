@@ -7,12 +7,23 @@ numpy instead of importing the data stack (datasets, flwr-datasets, pyarrow,
 pandas, torchvision: seconds) and splitting again. The cache lives in
 ``$PROFL_CACHE_DIR/partitions`` (default ``~/.cache/profl``); nothing here
 imports the data stack.
+
+Every new seed, partitioner or node count adds files and nothing in a run deletes
+them, so a long-lived device prunes the ones it no longer uses::
+
+    python -m profl_strategy.task.partition_cache              # size of the cache
+    python -m profl_strategy.task.partition_cache --prune 30   # not used for 30 days
+    python -m profl_strategy.task.partition_cache --prune 0    # all of it
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import os
+import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -28,6 +39,7 @@ PARTITION_CACHE_VERSION = 1
 PARTITION_LIBRARIES: tuple[str, ...] = ("flwr-datasets", "datasets", "numpy")
 
 CacheFiles = tuple[Path, Path]  # (images, labels)
+CACHE_SUFFIXES: tuple[str, ...] = ("-images.npy", "-labels.npy")
 
 
 def partition_cache_files(
@@ -91,6 +103,11 @@ def read_partition(
     images = read_cache(images_file, np.uint8, (len(labels), *image_shape))
     if images is None:
         return None
+    for path in files:  # the modification time records the last use (prune_partitions)
+        try:
+            os.utime(path)
+        except OSError:  # a read-only cache still serves
+            pass
     return images, labels
 
 
@@ -101,6 +118,37 @@ def save_partition(files: CacheFiles, images: np.ndarray, labels: np.ndarray) ->
     save_cache(labels_file, labels)
 
 
+def cached_partitions(folder: Path | None = None) -> list[Path]:
+    """The cache's partition files (not the temporary files of a write in progress)."""
+    folder = folder or cache_dir() / "partitions"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.endswith(CACHE_SUFFIXES))
+
+
+def prune_partitions(
+    older_than_days: float, folder: Path | None = None, now: float | None = None
+) -> tuple[int, int]:
+    """Delete cached partitions not used for ``older_than_days`` days (0: every one).
+
+    A pruned partition that is needed again is split again by its next message, so
+    pruning costs at most one split. Returns ``(files deleted, bytes freed)``.
+    """
+    if older_than_days < 0:
+        raise ValueError(f"older_than_days must be >= 0, got {older_than_days}")
+    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    files = freed = 0
+    for path in cached_partitions(folder):
+        try:
+            stat = path.stat()
+            if stat.st_mtime <= cutoff:
+                path.unlink()
+                files, freed = files + 1, freed + stat.st_size
+        except FileNotFoundError:  # another process pruned it first
+            continue
+    return files, freed
+
+
 def _file_stamp(path: Path) -> tuple[str, int, int]:
     """``(name, size, mtime_ns)`` of a data file, ``-1`` for both if it is missing."""
     try:
@@ -108,3 +156,24 @@ def _file_stamp(path: Path) -> tuple[str, int, int]:
     except OSError:
         return path.name, -1, -1
     return path.name, stat.st_size, stat.st_mtime_ns
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Size or prune the partition cache.")
+    parser.add_argument(
+        "--prune", type=float, metavar="DAYS", help="delete partitions not used for DAYS days"
+    )
+    args = parser.parse_args(argv)
+    folder = cache_dir() / "partitions"
+    if args.prune is not None:
+        if args.prune < 0:
+            parser.error(f"--prune takes days >= 0, got {args.prune}")
+        files, freed = prune_partitions(args.prune, folder)
+        print(f"deleted {files} files ({freed / 2**20:.1f} MB) from {folder}")
+    paths = cached_partitions(folder)
+    size = sum(p.stat().st_size for p in paths)
+    print(f"{folder}: {len(paths) // 2} partitions, {size / 2**20:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
