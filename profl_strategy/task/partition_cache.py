@@ -42,6 +42,11 @@ CacheFiles = tuple[Path, Path]  # (images, labels)
 CACHE_SUFFIXES: tuple[str, ...] = ("-images.npy", "-labels.npy")
 
 
+def partitions_dir() -> Path:
+    """The folder of the cached partitions (under ``$PROFL_CACHE_DIR``)."""
+    return cache_dir() / "partitions"
+
+
 def partition_cache_files(
     dataset: str, partition_id: int, num_partitions: int, **spec: Any
 ) -> CacheFiles:
@@ -85,7 +90,7 @@ def cache_files(part: Partition) -> CacheFiles:
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     stem = f"{dataset}-{part.partitioner}-{part.partition_id}of{part.num_partitions}-{digest}"
-    folder = cache_dir() / "partitions"
+    folder = partitions_dir()
     return folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy"
 
 
@@ -120,7 +125,7 @@ def save_partition(files: CacheFiles, images: np.ndarray, labels: np.ndarray) ->
 
 def cached_partitions(folder: Path | None = None) -> list[Path]:
     """The cache's partition files (not the temporary files of a write in progress)."""
-    folder = folder or cache_dir() / "partitions"
+    folder = folder or partitions_dir()
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.name.endswith(CACHE_SUFFIXES))
@@ -164,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--prune", type=float, metavar="DAYS", help="delete partitions not used for DAYS days"
     )
     args = parser.parse_args(argv)
-    folder = cache_dir() / "partitions"
+    folder = partitions_dir()
     if args.prune is not None:
         if args.prune < 0:
             parser.error(f"--prune takes days >= 0, got {args.prune}")
