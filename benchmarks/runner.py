@@ -59,6 +59,8 @@ VARIANTS = {
     # almost all of its net movement (the em_stops sweep over capped runs, README)
     "profl-w8tau02": ("profl", "em-window=8 em-threshold=0.2 em-stop='always'"),
     "profl-fixedcaps-w8tau02": ("profl", "share-rounds=false em-window=8 em-threshold=0.2"),
+    # fixed caps; effective movement may end a step only after 3/4 of its cap
+    "profl-fixedcaps-share75": ("profl", "share-rounds=false em-min-share=0.75"),
     # fixed caps, and effective movement may also end the last step (the paper's stop)
     "profl-fixedcaps-endlast": ("profl", "share-rounds=false em-end-last=true"),
     "profl-nomem": ("profl", "overrides='method.memory_aware=false'"),

@@ -54,6 +54,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "em-sample": "method.em.sample",
     "em-end-last": "method.em.end_last",
     "em-stop": "method.em.stop",
+    "em-min-share": "method.em.min_share",
     "min-rounds-per-step": "method.min_rounds_per_step",
     "max-rounds-stage1": "method.max_rounds_stage1",
     "max-rounds-stage2": "method.max_rounds_stage2",
@@ -114,6 +115,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "method.em.record": (bool, lambda v: True, "true or false"),
     "method.em.end_last": (bool, lambda v: True, "true or false"),
     "method.em.stop": (str, lambda v: v in EM_STOPS, "one of " + ", ".join(EM_STOPS)),
+    "method.em.min_share": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "method.stage1_prefix": (
         str,
         lambda v: v in STAGE1_PREFIXES,

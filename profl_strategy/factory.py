@@ -90,6 +90,7 @@ def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
         share_weights=share_weights(run.model, str(m.share_by)),
         em_ends_last=bool(m.em.end_last),
         em_stop=str(m.em.stop),
+        em_min_share=float(m.em.min_share),
     )
     method = get_class(m.strategy)
     extra = {}

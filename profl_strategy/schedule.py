@@ -11,7 +11,10 @@ the rounds the run has left when it starts, and the last step trains until the
 budget is spent, as the full-model baselines do. Effective movement never ends
 the last step unless asked to (``em_ends_last``, fixed caps only), and ends a
 shared stage-2 step only with ``em_stop="always"``. Rounds a converged step saves
-go to the steps after it. A budget too small for the schedule still ends the
+go to the steps after it. ``em_min_share`` keeps effective movement from ending a
+step before that share of its cap: with a few non-IID nodes a round a block's slow
+drift looks like sampling noise early in a step, and a block frozen too early caps
+every block after it. A budget too small for the schedule still ends the
 run when it is spent (the ServerApp's round loop), after fewer steps.
 
 The share can be weighted per block (``share_weights``, e.g. by parameter
@@ -26,6 +29,7 @@ fixed number of rounds (effective movement watches blocks, not output modules).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +96,7 @@ class ProgressiveSchedule:
         share_weights: Sequence[float] | None = None,
         em_ends_last: bool = False,
         em_stop: str = "always",
+        em_min_share: float = 0.0,
     ) -> None:
         """``full_model_rounds > 0`` replaces both stages by that many rounds of
         ordinary full-model training (the baselines), with no early stop.
@@ -105,7 +110,9 @@ class ProgressiveSchedule:
         and no later block could use the rounds saved. ``em_stop`` says when
         effective movement may end a step at all: ``always``, or ``fixed-caps``
         (only on steps with a fixed cap, where a stop saves rounds: stage 1, and
-        stage 2 without a budget; with one, every stage-2 step takes its share)."""
+        stage 2 without a budget; with one, every stage-2 step takes its share).
+        ``em_min_share`` in [0, 1): effective movement may end a step only once it
+        trained that share of its cap (0: from ``min_rounds`` on)."""
         if full_model_rounds > 0:
             min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
@@ -134,6 +141,9 @@ class ProgressiveSchedule:
         self.share_weights = weights
         if em_stop not in EM_STOPS:
             raise ValueError(f"em-stop must be one of {', '.join(EM_STOPS)}, got {em_stop!r}")
+        if not 0.0 <= em_min_share < 1.0:
+            raise ValueError(f"em-min-share must be in [0, 1), got {em_min_share}")
+        self.em_min_share = em_min_share
         self.em_ends_last = em_ends_last
         self.em_stop = em_stop
         self.index = 0
@@ -174,13 +184,17 @@ class ProgressiveSchedule:
         step = self.current
         self.rounds_in_step += 1
         self.rounds_total += 1
-        if converged and self._em_may_end(step) and self.rounds_in_step >= self.min_rounds:
+        if converged and self._em_may_end(step) and self.rounds_in_step >= self.em_earliest():
             reason = "converged"
         elif self.rounds_in_step >= self.cap():
             reason = "round-cap"
         else:
             return None
         return self._advance(step, reason)
+
+    def em_earliest(self) -> int:
+        """The first round of the current step that effective movement may end it at."""
+        return max(self.min_rounds, math.ceil(self.em_min_share * self.cap()))
 
     def _em_may_end(self, step: Step) -> bool:
         """Whether effective movement may end ``step`` (``__init__``: em_ends_last, em_stop)."""

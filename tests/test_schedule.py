@@ -153,3 +153,12 @@ def test_with_fixed_caps_only_effective_movement_leaves_shared_stage2_steps_thei
     assert _walk(stops, converged_at)[2] == ("s2b0", "converged", 3)
     with pytest.raises(ValueError, match="em-stop"):
         ProgressiveSchedule(2, 2, 4, 4, em_stop="never")
+
+
+def test_em_min_share_holds_a_converged_step_until_that_share_of_its_cap() -> None:
+    converged_at = {"s2b0": 3, "s2b1": 3}
+    held = ProgressiveSchedule(2, 2, 5, 8, shrink=False, em_ends_last=True, em_min_share=0.75)
+    # converged from round 3 on, but ends only at ceil(0.75 * 8) = 6 rounds
+    assert _walk(held, converged_at) == [("s2b0", "converged", 6), ("s2b1", "converged", 6)]
+    with pytest.raises(ValueError, match="em-min-share"):
+        ProgressiveSchedule(2, 2, 5, 8, em_min_share=1.0)
