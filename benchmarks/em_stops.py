@@ -4,7 +4,8 @@ Reads runs that trained every step to its cap with every candidate form logged
 (``benchmarks.compare --methods profl-capped``: ``method.em.record=true``, round log
 ``em_candidates``; forms in :data:`profl_strategy.movement.CANDIDATES`). For each
 form, threshold and patience it finds, per step, the first round the rule would
-have ended the step (not before ``min-rounds-per-step``), and compares the step's
+have ended the step (not before ``min-rounds-per-step``, nor before ``--min-shares``
+of the step's rounds: ``em-min-share``), and compares the step's
 test accuracy there with its accuracy at the cap. The run's last step is left
 out: effective movement never ends it when the run has a round budget.
 
@@ -15,16 +16,17 @@ score its own sub-model (block and output module), so they compare within a step
 Usage::
 
     python -m benchmarks.em_stops benchmarks/results/fmnist_long_ablate \
-        [--thresholds 0.3,0.4,0.5,0.6] [--patience 2]
+        [--thresholds 0.3,0.4,0.5,0.6] [--patience 2] [--min-shares 0,0.5,0.75]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, product
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -83,39 +85,45 @@ def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
 
 
 def sweep(
-    traces: list[StepTrace], thresholds: Sequence[float], patience: int, min_rounds: int
+    traces: list[StepTrace],
+    thresholds: Sequence[float],
+    patience: int,
+    min_rounds: int,
+    min_shares: Sequence[float] = (0.0,),
 ) -> list[dict[str, Any]]:
-    """One row per (form, threshold): stops, rounds saved, accuracy cost in points."""
+    """One row per (form, min share, threshold): stops, rounds saved, cost in points."""
     rows = []
-    for form in CANDIDATES:
-        for tau in thresholds:
-            costs, saved, early = [], [], 0
-            for t in traces:
-                i, last = t.stop_index(form, tau, patience, min_rounds), len(t.rounds) - 1
-                at_stop, at_cap = t.accuracy_at(i), t.accuracy_at(last)
-                if at_stop is None or at_cap is None:
-                    continue
-                early += i < last
-                saved.append(last - i)
-                costs.append(100 * (at_cap - at_stop))
-            if costs:
-                rows.append({"form": form, "threshold": tau, "steps": len(costs),
-                             "stopped_early": early, "rounds_saved": mean(saved),
-                             "cost_mean": mean(costs), "cost_max": max(costs)})  # fmt: skip
+    for form, share, tau in product(CANDIDATES, min_shares, thresholds):
+        costs, saved, early = [], [], 0
+        for t in traces:
+            earliest = max(min_rounds, math.ceil(share * len(t.rounds)))
+            i, last = t.stop_index(form, tau, patience, earliest), len(t.rounds) - 1
+            at_stop, at_cap = t.accuracy_at(i), t.accuracy_at(last)
+            if at_stop is None or at_cap is None:
+                continue
+            early += i < last
+            saved.append(last - i)
+            costs.append(100 * (at_cap - at_stop))
+        if costs:
+            rows.append({"form": form, "min_share": share, "threshold": tau,
+                         "steps": len(costs), "stopped_early": early,
+                         "rounds_saved": mean(saved), "cost_mean": mean(costs),
+                         "cost_max": max(costs)})  # fmt: skip
     return rows
 
 
 def table(rows: list[dict[str, Any]], patience: int) -> str:
     """Markdown table of :func:`sweep`'s rows."""
     lines = [
-        f"| EM form | tau (patience {patience}) | steps stopped early | mean rounds saved per step "
-        "| mean cost (points) | worst cost (points) |",
-        "|---|---|---|---|---|---|",
+        f"| EM form | min share | tau (patience {patience}) | steps stopped early "
+        "| mean rounds saved per step | mean cost (points) | worst cost (points) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['form']} | {r['threshold']:g} | {r['stopped_early']}/{r['steps']} | "
-            f"{r['rounds_saved']:.1f} | {r['cost_mean']:+.2f} | {r['cost_max']:+.2f} |"
+            f"| {r['form']} | {r['min_share']:g} | {r['threshold']:g} | "
+            f"{r['stopped_early']}/{r['steps']} | {r['rounds_saved']:.1f} | "
+            f"{r['cost_mean']:+.2f} | {r['cost_max']:+.2f} |"
         )
     return "\n".join(lines)
 
@@ -125,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", type=Path, help="compare result folders")
     p.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7")
     p.add_argument("--patience", type=int, default=2)
+    p.add_argument(
+        "--min-shares", default="0", help="em-min-share values: no stop before this share of a step"
+    )
     args = p.parse_args(argv)
     traces, min_rounds = load_traces(args.folders)
     if not traces:
@@ -135,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     thresholds = [float(v) for v in args.thresholds.split(",")]
     runs = sorted({t.run for t in traces})
     print(f"{len(traces)} steps of {len(runs)} runs, min-rounds-per-step {min_rounds}")
-    print(table(sweep(traces, thresholds, args.patience, min_rounds), args.patience))
+    shares = [float(v) for v in args.min_shares.split(",")]
+    print(table(sweep(traces, thresholds, args.patience, min_rounds, shares), args.patience))
     return 0
 
 

@@ -38,4 +38,12 @@ def test_a_form_that_falls_stops_early_and_the_cost_is_read_from_the_evaluations
     assert abs(vector["cost_mean"] - 100 * (0.715 - 0.60)) < 1e-9
     assert l1["stopped_early"] == 0 and l1["cost_mean"] == 0
     assert main([str(tmp_path), "--thresholds", "0.5"]) == 0
-    assert "| vector | 0.5 | 1/1 | 3.0 | +11.50 |" in capsys.readouterr().out
+    assert "| vector | 0 | 0.5 | 1/1 | 3.0 | +11.50 |" in capsys.readouterr().out
+
+
+def test_a_min_share_holds_the_stop_until_that_share_of_the_step(tmp_path: Path) -> None:
+    write_run(tmp_path)
+    traces, min_rounds = load_traces([tmp_path])
+    (row,) = [r for r in sweep(traces, [0.5], 2, min_rounds, [0.75]) if r["form"] == "vector"]
+    # converged from round 5, but 0.75 of the step's 8 rounds is 6: index 5, 2 rounds saved
+    assert row["min_share"] == 0.75 and row["rounds_saved"] == 2
