@@ -43,6 +43,9 @@ VARIANTS = {
     # effective movement may end stage-2 steps under the shared budget (the default
     # until 2026-11-28, run as profl-w8tau02 / profl then)
     "profl-emstops": ("profl", "em-stop='always'"),
+    # a stop under the shared budget shortens the run (later steps keep their shares);
+    # effective movement may end a step only after 3/4 of its share
+    "profl-save75": ("profl", "em-stop='save' em-min-share=0.75"),
     "profl-denoised": (
         "profl",
         "em-variant='denoised' em-window=4 em-threshold=0.5 em-stop='always'",

@@ -10,8 +10,10 @@ at fixed caps while rounds are left: each stage-2 step may use an equal share of
 the rounds the run has left when it starts, and the last step trains until the
 budget is spent, as the full-model baselines do. Effective movement never ends
 the last step unless asked to (``em_ends_last``, fixed caps only), and ends a
-shared stage-2 step only with ``em_stop="always"``. Rounds a converged step saves
-go to the steps after it. ``em_min_share`` keeps effective movement from ending a
+shared stage-2 step only with ``em_stop="always"`` or ``"save"``. With ``always``
+the rounds a converged step saves go to the steps after it; with ``save`` every
+stage-2 step keeps the share it would have had without stops, so a stop ends the
+run that many rounds earlier. ``em_min_share`` keeps effective movement from ending a
 step before that share of its cap: with a few non-IID nodes a round a block's slow
 drift looks like sampling noise early in a step, and a block frozen too early caps
 every block after it. A budget too small for the schedule still ends the
@@ -42,7 +44,7 @@ from profl_strategy.step_model import (
     Step,
 )
 
-EM_STOPS = ("always", "fixed-caps")  # when effective movement may end a step
+EM_STOPS = ("always", "save", "fixed-caps")  # when effective movement may end a step
 
 
 def progressive_steps(num_blocks: int, shrink: bool = True, condense: bool = False) -> list[Step]:
@@ -108,9 +110,11 @@ class ProgressiveSchedule:
         movement end the last step under fixed caps (the paper's stop); by default
         the last step trains to its cap, since its rounds make the deliverable model
         and no later block could use the rounds saved. ``em_stop`` says when
-        effective movement may end a step at all: ``always``, or ``fixed-caps``
-        (only on steps with a fixed cap, where a stop saves rounds: stage 1, and
-        stage 2 without a budget; with one, every stage-2 step takes its share).
+        effective movement may end a step at all: ``always`` (a stop under a budget
+        passes its rounds on), ``save`` (a stop under a budget shortens the run: the
+        later steps keep their shares), or ``fixed-caps`` (only on steps with a fixed
+        cap, where a stop saves rounds: stage 1, and stage 2 without a budget; with
+        one, every stage-2 step takes its share).
         ``em_min_share`` in [0, 1): effective movement may end a step only once it
         trained that share of its cap (0: from ``min_rounds`` on)."""
         if full_model_rounds > 0:
@@ -150,6 +154,7 @@ class ProgressiveSchedule:
         self.rounds_in_step = 0
         self.rounds_total = 0  # trained rounds over all steps
         self.step_started_at = 0  # rounds_total when the current step began
+        self.rounds_saved = 0  # rounds em_stop="save" stops took off stage 2's budget
 
     @property
     def done(self) -> bool:
@@ -172,7 +177,8 @@ class ProgressiveSchedule:
         step = self.current
         if not self.budget or step.stage != STAGE_GROW:
             return self.caps[step.stage]
-        left = self.budget - self.step_started_at
+        # with em_stop="save", the shares as if no earlier step had stopped early
+        left = self.budget - self.step_started_at - self.rounds_saved
         later = [s.block for s in self.steps[self.index :] if s.stage == STAGE_GROW]
         if len(later) == 1:
             return max(self.min_rounds, left)
@@ -203,7 +209,7 @@ class ProgressiveSchedule:
         if self.index == len(self.steps) - 1:
             return self.em_ends_last and not self.budget
         shared = bool(self.budget) and step.stage == STAGE_GROW  # its cap is a share
-        return self.em_stop == "always" or not shared
+        return self.em_stop in ("always", "save") or not shared
 
     def skip(self, reason: str) -> Transition:
         """End the current step without training it (e.g. no node can hold it)."""
@@ -211,6 +217,9 @@ class ProgressiveSchedule:
 
     def _advance(self, step: Step, reason: str) -> Transition:
         rounds = self.rounds_in_step
+        if reason == "converged" and self.em_stop == "save" and self.budget:
+            if step.stage == STAGE_GROW:
+                self.rounds_saved += self.cap() - rounds
         self.index += 1
         self.rounds_in_step = 0
         self.step_started_at = self.rounds_total
@@ -233,6 +242,7 @@ class ProgressiveSchedule:
             "rounds_in_step": self.rounds_in_step,
             "rounds_total": self.rounds_total,
             "step_started_at": self.step_started_at,
+            "rounds_saved": self.rounds_saved,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -248,5 +258,6 @@ class ProgressiveSchedule:
         self.step_started_at = int(
             state.get("step_started_at", self.rounds_total - self.rounds_in_step)
         )
+        self.rounds_saved = int(state.get("rounds_saved", 0))
         if self.full_model and self.rounds_total < self.caps[STAGE_FULL]:
             self.index, self.rounds_in_step = 0, self.rounds_total

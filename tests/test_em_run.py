@@ -36,3 +36,27 @@ def test_denoised_em_measures_the_nodes_spread(data_dir: Path, tmp_path: Path) -
     assert logged and all(set(c) == set(CANDIDATES) for c in logged)
     values = [v for c in logged for v in c.values() if v is not None]
     assert all(0.0 <= v <= 1.0 for v in values)  # two-round steps: windows rarely fill
+
+
+def test_em_stop_save_ends_the_run_before_its_budget(data_dir: Path, tmp_path: Path) -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    budget = 16  # 4 stage-2 steps of 4 rounds; EM may stop each from round 3 (0.75 x 4)
+    run = config(
+        data_dir,
+        tmp_path,
+        **{
+            "share-rounds": True,
+            "num-server-rounds": budget,
+            "em-stop": "save",
+            "em-min-share": 0.75,
+            "em-threshold": 0.99,
+            "em-patience": 1,
+        },  # fmt: skip
+        overrides="method.shrink=false method.output_depth=1",
+    )
+    summary = run_profl(InProcessGrid(NODES), run)
+    ends = [(t["step"], t["reason"], t["rounds"]) for t in summary["transitions"]]
+    stopped = [e for e in ends[:-1] if e[1] == "converged"]
+    assert stopped and all(rounds == 3 for _, _, rounds in stopped)
+    assert ends[-1][2] == budget // 4  # the last step keeps its whole share
+    assert summary["rounds"] == budget - len(stopped) < budget

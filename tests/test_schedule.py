@@ -162,3 +162,26 @@ def test_em_min_share_holds_a_converged_step_until_that_share_of_its_cap() -> No
     assert _walk(held, converged_at) == [("s2b0", "converged", 6), ("s2b1", "converged", 6)]
     with pytest.raises(ValueError, match="em-min-share"):
         ProgressiveSchedule(2, 2, 5, 8, em_min_share=1.0)
+
+
+def test_em_stop_save_shortens_the_run_and_keeps_later_shares() -> None:
+    converged_at = {"s2b0": 3, "s2b1": 3, "s2b2": 3}
+    save = ProgressiveSchedule(3, 2, 4, 4, shrink=False, budget=30, em_stop="save")
+    # s2b0 stops after 3 of its 10 rounds; s2b1 keeps 10 (not 27 // 2), the last its 10
+    assert _walk(save, converged_at) == [
+        ("s2b0", "converged", 3),
+        ("s2b1", "converged", 3),
+        ("s2b2", "round-cap", 10),
+    ]
+    assert save.rounds_total == 16 and save.rounds_saved == 14
+    always = ProgressiveSchedule(3, 2, 4, 4, shrink=False, budget=30, em_stop="always")
+    assert _walk(always, converged_at)[1:] == [("s2b1", "converged", 3), ("s2b2", "round-cap", 24)]
+
+
+def test_em_stop_save_survives_a_checkpoint() -> None:
+    a = ProgressiveSchedule(3, 2, 4, 4, shrink=False, budget=30, em_stop="save")
+    for converged in (False, False, True):
+        a.record_round(converged)
+    b = ProgressiveSchedule(3, 2, 4, 4, shrink=False, budget=30, em_stop="save")
+    b.load_state_dict(a.state_dict())
+    assert b.rounds_saved == 7 and b.cap() == a.cap() == 10
