@@ -5,7 +5,9 @@ flat. One evaluation swings by several points (4 non-IID nodes a round), so this
 compares means: each run's evaluations are cut into ``--parts`` equal spans of
 rounds, and the gain of the last span over the one before says whether the run
 was still climbing. One seed's gain still carries that noise, so the verdict is on
-the mean over seeds: under ``--flat`` points is "flat".
+the mean over seeds: under ``--flat`` points is "flat". ``--upto N`` reads only the
+first N rounds, which is a run of N rounds for a method whose training does not
+depend on the budget (the full-model baselines): would a shorter budget do?
 
 Reads what :mod:`benchmarks.report` reads (``<out>/runs/<method>-s<seed>/<run>/results.json``).
 
@@ -13,6 +15,7 @@ Usage::
 
     python -m benchmarks.plateau benchmarks/results/cifar10_plateau --method fedavg
     python -m benchmarks.plateau benchmarks/results/fmnist_long --method fedavg --parts 8
+    python -m benchmarks.plateau benchmarks/results/cifar10_plateau --method fedavg --upto 400
 """
 
 from __future__ import annotations
@@ -40,14 +43,19 @@ def part_means(
     return [mean(s) if s else float("nan") for s in spans]
 
 
-def plateau_rows(out: Path, method: str, parts: int) -> list[dict[str, Any]]:
-    """One row per seed of ``method``: its part means and the last part's gain (points)."""
+def plateau_rows(out: Path, method: str, parts: int, upto: int = 0) -> list[dict[str, Any]]:
+    """One row per seed of ``method``: its part means and the last part's gain (points).
+
+    ``upto > 0`` cuts each run at that round (it must have reached it).
+    """
     rows = []
     for run in load_runs(out):
         if run["method"] != method:
             continue
-        c = run["curve"]
-        means = part_means(c["round"], c["accuracy"], int(run["rounds"]), parts)
+        c, last = run["curve"], int(run["rounds"])
+        if upto > last:
+            raise SystemExit(f"{method} seed {run['seed']} ran {last} rounds, not {upto}")
+        means = part_means(c["round"], c["accuracy"], upto or last, parts)
         rows.append({"seed": run["seed"], "means": means, "gain": 100 * (means[-1] - means[-2])})
     if not rows:
         raise SystemExit(f"no finished run of method '{method}' under {out}/runs")
@@ -80,12 +88,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--method", default="fedavg")
     parser.add_argument("--parts", type=int, default=4, help="spans per run (default: quarters)")
     parser.add_argument("--flat", type=float, default=1.0, help="points; a smaller gain is flat")
+    parser.add_argument("--upto", type=int, default=0, help="read only rounds 1..N (0: all)")
     args = parser.parse_args(argv)
     if args.parts < 2:
         parser.error(f"--parts must be at least 2, got {args.parts}")
     print(
         markdown(
-            args.method, plateau_rows(args.out, args.method, args.parts), args.parts, args.flat
+            args.method,
+            plateau_rows(args.out, args.method, args.parts, args.upto),
+            args.parts,
+            args.flat,
         )
     )
 

@@ -32,3 +32,16 @@ def test_rising_and_flat_curves(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.splitlines()[-1].startswith("flat: the last part adds +0.5")
     with pytest.raises(SystemExit, match="no finished run of method 'depthfl'"):
         main([str(out), "--method", "depthfl"])
+
+
+def test_upto_reads_only_the_first_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    fake_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8], need=1.0, plan_need=1.0)
+    main([str(out), "--method", "fedavg", "--parts", "2"])
+    assert "| 0 | 0.500 | 0.800 | +30.0 |" in capsys.readouterr().out
+    main([str(out), "--method", "fedavg", "--parts", "2", "--upto", "4"])
+    assert "| 0 | 0.300 | 0.700 | +40.0 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="ran 8 rounds, not 9"):
+        main([str(out), "--method", "fedavg", "--upto", "9"])
