@@ -43,6 +43,7 @@ def test_typed_keys_override_the_preset() -> None:
         ({"partitioner": "random"}, "'partitioner'"),
         ({"data-dir": "/no/such/folder"}, "'data-dir'"),
         ({"em-threshold": 1.5}, "'em-threshold'"),
+        ({"em-min-share": 1.0}, "'em-min-share'"),
         ({"min-rounds-per-step": 9, "max-rounds-stage1": 3}, "max-rounds-stage1"),
         ({"overrides": "train.nope=1"}, "train.nope"),
         ({"plans": "cheap"}, "'plans'"),
