@@ -18,8 +18,29 @@ from torch import nn
 from profl_strategy.memory import MB, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
 from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import StepModel
+from profl_strategy.step_model import Step, StepModel, block_shapes
 from profl_strategy.task.model_key import ModelKey
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def host_batches(key: ModelKey, batch: int, n: int) -> Batches:
+    """``n`` random batches in host memory, as a data loader yields them."""
+    g = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.randn(batch, *key.input_shape, generator=g),
+            torch.randint(0, key.num_classes, (batch,), generator=g),
+        )
+        for _ in range(n)
+    ]
+
+
+def new_step_model(key: ModelKey, step: Step) -> StepModel:
+    """Seeded step model (shapes cached first: their first computation draws weights)."""
+    block_shapes(key.spec())
+    torch.manual_seed(0)
+    return StepModel.of(key, step)
 
 
 def measure_cuda(model: nn.Module, key: ModelKey, batch: int) -> float:

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.plans import ResetPeakAfterFirst, host_batches, new_step_model, steady_peak_mb
+from benchmarks.memory import host_batches, new_step_model
+from benchmarks.plans import ResetPeakAfterFirst, steady_peak_mb
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.baselines.width import sub_key
 from profl_strategy.memory import cuda_workspace_mb

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.plans import host_batches, new_step_model
+from benchmarks.memory import host_batches, new_step_model
 from profl_strategy.plans.plan import Plan
 from profl_strategy.plans.train import train_with_plan
 from profl_strategy.step_model import STAGE_FULL, Step

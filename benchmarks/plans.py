@@ -34,29 +34,16 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.memory import measure_cuda
+from benchmarks.memory import Batches, host_batches, measure_cuda, new_step_model
+from benchmarks.plan_checks import bn_accuracy, check_cuda_exactness
 from profl_strategy.memory import MB, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
 from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
 from profl_strategy.plans.plan import Plan, candidate_plans
 from profl_strategy.plans.train import train_with_plan
 from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import Step, StepModel, block_shapes
+from profl_strategy.step_model import Step, StepModel
 from profl_strategy.task.model_key import ModelKey
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def host_batches(key: ModelKey, batch: int, n: int) -> Batches:
-    """``n`` random batches in host memory, as a data loader yields them."""
-    g = torch.Generator().manual_seed(0)
-    return [
-        (
-            torch.randn(batch, *key.input_shape, generator=g),
-            torch.randint(0, key.num_classes, (batch,), generator=g),
-        )
-        for _ in range(n)
-    ]
 
 
 class ResetPeakAfterFirst:
@@ -71,13 +58,6 @@ class ResetPeakAfterFirst:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             yield b
-
-
-def new_step_model(key: ModelKey, step: Step) -> StepModel:
-    """Seeded step model (shapes cached first: their first computation draws weights)."""
-    block_shapes(key.spec())
-    torch.manual_seed(0)
-    return StepModel.of(key, step)
 
 
 def run_plan(model: StepModel, loader: object, plan: Plan, device: torch.device) -> None:
@@ -286,8 +266,6 @@ def main() -> None:
     ap.add_argument("--bn-accuracy", action="store_true", help="micro-batch BatchNorm accuracy")
     ap.add_argument("--data-dir", default="../shared/data")
     args = ap.parse_args()
-    from benchmarks.plan_checks import bn_accuracy, check_cuda_exactness  # imports this module
-
     if args.bn_accuracy:
         print("| batch | micro-batch | test accuracy | test loss |\n|---|---|---|---|")
         for line in bn_accuracy(args.data_dir, args.width, 64, [0, 16, 8, 4], 2, 4096):
