@@ -175,7 +175,7 @@ class ProgressiveSchedule:
     def cap(self) -> int:
         """Round cap of the current step."""
         step = self.current
-        if not self.budget or step.stage != STAGE_GROW:
+        if not self._shared(step):
             return self.caps[step.stage]
         # with em_stop="save", the shares as if no earlier step had stopped early
         left = self.budget - self.step_started_at - self.rounds_saved
@@ -208,8 +208,11 @@ class ProgressiveSchedule:
             return False
         if self.index == len(self.steps) - 1:
             return self.em_ends_last and not self.budget
-        shared = bool(self.budget) and step.stage == STAGE_GROW  # its cap is a share
-        return self.em_stop in ("always", "save") or not shared
+        return self.em_stop in ("always", "save") or not self._shared(step)
+
+    def _shared(self, step: Step) -> bool:
+        """Whether ``step``'s cap is a share of the run's budget (stage 2 with a budget)."""
+        return bool(self.budget) and step.stage == STAGE_GROW
 
     def skip(self, reason: str) -> Transition:
         """End the current step without training it (e.g. no node can hold it)."""
@@ -217,9 +220,8 @@ class ProgressiveSchedule:
 
     def _advance(self, step: Step, reason: str) -> Transition:
         rounds = self.rounds_in_step
-        if reason == "converged" and self.em_stop == "save" and self.budget:
-            if step.stage == STAGE_GROW:
-                self.rounds_saved += self.cap() - rounds
+        if reason == "converged" and self.em_stop == "save" and self._shared(step):
+            self.rounds_saved += self.cap() - rounds
         self.index += 1
         self.rounds_in_step = 0
         self.step_started_at = self.rounds_total
