@@ -51,7 +51,7 @@ def test_em_stop_save_ends_the_run_before_its_budget(data_dir: Path, tmp_path: P
             "em-min-share": 0.75,
             "em-threshold": 0.99,
             "em-patience": 1,
-        },  # fmt: skip
+        },
         overrides="method.shrink=false method.output_depth=1",
     )
     summary = run_profl(InProcessGrid(NODES), run)
