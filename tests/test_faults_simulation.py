@@ -39,6 +39,7 @@ RUN = {
     "width": 0.25,
     "memory-profile": "uniform",
     "data-subsample": 0.1,
+    "eval-test-size": 2000,  # rounds scored on a fixed fifth of the test split (final: all)
     "fraction-train": 1.0,
     "min-train-nodes": NODES,
     "min-rounds-per-step": 1,

@@ -133,7 +133,7 @@ def test_faulty_clients_never_reach_the_global_model(data_dir: Path, tmp_path: P
     ("method", "memory_mb", "batch_size", "names"),
     [
         ("profl", 0.5, 32, "s2b0"),  # no budget holds even the cheapest step
-        ("profl", 40.0, 8192, "batch-size=8192"),  # a batch no node can hold
+        ("profl", 10.0, 1024, "batch-size=1024"),  # a batch no node can hold (at 32 all do)
         ("exclusive", 2.0, 32, "s0b3"),  # nobody holds the full model
         ("heterofl", 0.05, 32, "smallest HeteroFL sub-model"),
     ],
@@ -171,7 +171,12 @@ def test_full_model_run_resumes_with_more_rounds(data_dir: Path, tmp_path: Path)
 
 
 def test_plans_let_small_nodes_train_every_step(data_dir: Path, tmp_path: Path) -> None:
-    extra = {"memory-profile": "fedrolex", "fraction-train": 1.0, "min-rounds-per-step": 1}
+    extra = {
+        "memory-profile": "fedrolex",
+        "fraction-train": 1.0,
+        "min-rounds-per-step": 1,
+        "data-subsample": 0.5,
+    }
     plain = run_profl(InProcessGrid(NODES), config(data_dir, tmp_path / "off", **extra))
     planned = run_profl(
         InProcessGrid(NODES), config(data_dir, tmp_path / "on", plans="exact", **extra)

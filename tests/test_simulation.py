@@ -55,9 +55,10 @@ def copy_app(dst: Path) -> Path:
 
 
 def run_config(data_dir: Path, out: Path) -> str:
-    """Both stages on 20 nodes, a few rounds a step."""
+    """Both stages on 20 nodes, a few rounds a step, each node on half its partition."""
     return (
-        f"data-dir='{data_dir}' outputs-dir='{out}' width=0.25 "
+        f"data-dir='{data_dir}' outputs-dir='{out}' width=0.25 data-subsample=0.5 "
+        "eval-test-size=2000 "
         "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=3 em-window=2 "
         "fraction-train=0.3 seed=1 share-rounds=false overrides='method.shrink=true'"
     )
