@@ -98,11 +98,16 @@ class Returned:
 
 @dataclass
 class RoundOutcome:
-    """What came back in a round: usable replies (node order) and the rest, counted."""
+    """What came back in a round: usable replies (node order) and the rest, counted.
+
+    ``failed`` are error replies (the ClientApp raised, or the SuperLink answered for a
+    node whose reply never came); ``rejected`` are replies whose content cannot be merged.
+    """
 
     good: list[Returned] = field(default_factory=list)
     replies: int = 0
     refused: int = 0
+    failed: int = 0
     rejected: int = 0
 
     def updates(self, rows: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[Update]:
@@ -132,6 +137,7 @@ class RoundOutcome:
         plans = Counter(r.trained.plan for r in self.good if r.trained.plan is not None)
         record = {
             "refused": self.refused,
+            "failed": self.failed,
             "rejected": self.rejected,
             "replies": self.replies,
             "bytes_up": sum(r.content[ARRAYS].count_bytes() for r in self.good),
@@ -143,9 +149,7 @@ class RoundOutcome:
 
 
 def problem(reply: Message, answer: object, sent: Assignment | None) -> str | None:
-    """Why a train reply cannot be merged, or None."""
-    if reply.has_error():
-        return f"error reply: {reply.error.reason}"
+    """Why a train reply without an error cannot be merged, or None."""
     if sent is None:
         return "reply from a node that was sent nothing this round"
     if not isinstance(answer, Trained):
@@ -183,9 +187,13 @@ def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> Roun
     for reply in replies:
         outcome.replies += 1
         node, sent = plan.assignment_of(reply)
+        if reply.has_error():
+            outcome.failed += 1
+            log(WARNING, "reply of node %s failed: error reply: %s", node, reply.error.reason)
+            continue
         answer = read_reply(reply.content) if reply.has_content() else None
         nodes.refresh(node, answer)
-        if isinstance(answer, Refused) and not reply.has_error():
+        if isinstance(answer, Refused):
             outcome.refused += 1
             log(WARNING, "node %s refused: needs %.1f MB, budget %.1f MB (%s)",
                 node, answer.need_mb, answer.memory_mb, answer.reason)  # fmt: skip

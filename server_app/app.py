@@ -113,6 +113,7 @@ def summarize(
         "rounds": strategy.server_round,
         "schedule_done": strategy.schedule.done,
         "refusals": strategy.refusals,
+        "failed_replies": sum(r.get("failed", 0) for r in history),
         "rejected_replies": sum(r.get("rejected", 0) for r in history),
         # Rounds that sent orders but merged nothing: missing from the Result's training
         # metrics (this session) and without a training loss in the log (before a resume).
