@@ -134,9 +134,14 @@ class HeteroFL(TieredMethod):
                              enforce_budget=self.memory_aware)  # fmt: skip
         arrays = ArrayRecord(self.model.state_dict())
         msgs = [query.message(arrays, n, self.round_timeout) for n in nodes]
-        stats, rejected = [], 0
+        stats, failed, rejected = [], 0, 0
         for reply in grid.send_and_receive(msgs, timeout=self.round_timeout) if msgs else []:
-            answer = None if reply.has_error() else read_reply(reply.content)
+            if reply.has_error():  # counted apart from bad content, as train replies are
+                failed += 1
+                log(WARNING, "BN statistics of node %s failed: error reply: %s",
+                    reply.metadata.src_node_id, reply.error.reason)  # fmt: skip
+                continue
+            answer = read_reply(reply.content)
             problem = self.statistics_problem(reply, answer, shapes)
             if problem:
                 rejected += 1
@@ -152,13 +157,12 @@ class HeteroFL(TieredMethod):
             pooled = pool_statistics(stats)
             self.model.load_state_dict({k: torch.from_numpy(v) for k, v in pooled.items()},
                                        strict=False)  # fmt: skip
-        return {"bn_stats_nodes": len(stats), "bn_stats_rejected": rejected}
+        return {"bn_stats_nodes": len(stats), "bn_stats_failed": failed,
+                "bn_stats_rejected": rejected}  # fmt: skip
 
     @staticmethod
     def statistics_problem(reply: Message, answer: object, shapes: dict) -> str | None:
-        """Why a BN-statistics reply cannot be pooled, or None."""
-        if reply.has_error():
-            return f"error reply: {reply.error.reason}"
+        """Why a BN-statistics reply without an error cannot be pooled, or None."""
         if isinstance(answer, Refused):
             return f"refused: needs {answer.need_mb:.1f} MB, budget {answer.memory_mb:.1f} MB"
         if not isinstance(answer, Statistics):
