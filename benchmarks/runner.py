@@ -81,6 +81,7 @@ VARIANTS = {
     "profl-5ep": ("profl", "local-epochs=5"),
     "allsmall-5ep": ("allsmall", "local-epochs=5"),  # the 5-epoch ablation's reference
     "fedavg-5ep": ("fedavg", "local-epochs=5"),  # the 5-epoch comparison's ceiling
+    "heterofl-5ep": ("heterofl", "local-epochs=5"),
     "profl-10nodes": ("profl", "fraction-train=0.5"),
     "profl-sqrtshare": ("profl", "share-by='sqrt-params'"),
     "profl-paramshare": ("profl", "share-by='params'"),
