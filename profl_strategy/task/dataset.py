@@ -11,7 +11,7 @@ partition is cached on disk the first time it is split
 (:mod:`profl_strategy.task.partition_cache`): later messages read two ``.npy``
 files with numpy instead of importing the data stack (datasets, flwr-datasets,
 pyarrow, pandas, torchvision: seconds) and splitting again. Those libraries are
-imported only where a partition, the test split or CIFAR augmentation needs them.
+imported only where a partition or the test split needs them.
 The datasets' static facts are in :mod:`profl_strategy.task.dataset_info`.
 """
 
