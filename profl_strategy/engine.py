@@ -148,7 +148,13 @@ class Engine(FedAvg):
         )
 
     def after_merge(self, grid: Grid, plan: RoundPlan, outcome: RoundOutcome) -> dict[str, Any]:
-        """Work after a merge (HeteroFL's static BN); returns fields for the round log."""
+        """Work after a merge; returns fields for the round log."""
+        return {}
+
+    def refresh(self, grid: Grid) -> dict[str, Any]:
+        """Bring what is derived from the global model up to date before the model is
+        read (scored, averaged or delivered): HeteroFL's static BN statistics, which
+        only a read needs. Returns fields for the round log."""
         return {}
 
     def converged(self, plan: RoundPlan, outcome: RoundOutcome) -> tuple[bool, dict[str, Any]]:
@@ -332,6 +338,9 @@ class Engine(FedAvg):
                     {"train-loss": record["train_loss"]}
                 )
             due = self.server_round % self.eval_every == 0 or "transition" in record
+            last = self.schedule.done or self.server_round >= num_rounds
+            if (evaluate_fn and (due or self.schedule.done)) or self.tail is not None or last:
+                record |= self.refresh(grid)
             if evaluate_fn and (due or self.schedule.done):
                 record.update(evaluate_fn(self.server_round, self.eval_model(step)))
                 result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
@@ -343,6 +352,8 @@ class Engine(FedAvg):
             self.history.append(record)
             if self.on_round:
                 self.on_round(record)
+        if self.history:  # a time box can end the run after a round that was not read
+            self.history[-1].update(self.refresh(grid))
         result.arrays = ArrayRecord(self.deliverable().state_dict())
         return result
 

@@ -316,7 +316,48 @@ def test_each_baseline_runs_and_evaluates_in_process(
     assert summary["rounds_without_update"] == 0
     rounds = json.loads(next(tmp_path.rglob("results.json")).read_text())["rounds"]
     static_bn = method in ("heterofl", "fedrolex")
-    assert [r.get("bn_stats_nodes") for r in rounds] == [3 if static_bn else None] * 2
+    # Static BN asks for statistics only when the model is read: here, after the last round.
+    assert [r.get("bn_stats_nodes") for r in rounds] == [None, 3 if static_bn else None]
+
+
+def _heterofl_run(tmp_path: Path, data_dir: Path, eval_every: int) -> tuple[dict, list[dict]]:
+    nodes = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
+    summary = run_profl(
+        InProcessGrid(nodes),
+        {
+            "preset": "laptop",
+            "method": "heterofl",
+            "data-dir": str(data_dir),
+            "outputs-dir": str(tmp_path / f"every{eval_every}"),
+            "width": 0.25,
+            "memory-profile": "uniform",
+            "memory-scale": 2.5,
+            "seed": 2,
+            "fraction-train": 0.5,
+            "num-server-rounds": 4,
+            "eval-every": eval_every,
+            "checkpoint-every": 0,
+        },
+    )
+    results = next((tmp_path / f"every{eval_every}").rglob("results.json"))
+    return summary, json.loads(results.read_text())["rounds"]
+
+
+def test_static_bn_asked_only_when_read_changes_no_score(
+    data_dir: Path, tmp_path: Path, baseline_grid: None
+) -> None:
+    """Training reads batch statistics only, so asking for the global model's BN statistics
+    when it is scored (every 2nd round) instead of after every merge changes no score."""
+    every_round, log_1 = _heterofl_run(tmp_path, data_dir, eval_every=1)
+    when_read, log_2 = _heterofl_run(tmp_path, data_dir, eval_every=2)
+    assert [r.get("bn_stats_nodes") for r in log_1] == [2] * 4
+    assert [r.get("bn_stats_nodes") for r in log_2] == [None, 2, None, 2]
+    assert [r.get("accuracy") for r in log_2 if "accuracy" in r] == [
+        r["accuracy"] for r in log_1[1::2]
+    ]
+    assert [r["train_loss"] for r in log_2] == [r["train_loss"] for r in log_1]
+    assert when_read["final_accuracy"] == every_round["final_accuracy"]
+    assert when_read["final_loss"] == every_round["final_loss"]
 
 
 def test_depth_classifier_is_the_deepest_trained_tier() -> None:

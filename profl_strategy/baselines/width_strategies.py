@@ -55,9 +55,9 @@ class HeteroFL(TieredMethod):
     Diao et al., ICLR 2021. A node of rate ``r`` trains channels ``0 .. r*C-1``
     of every layer. Options (``method``): ``ratios`` (model rates, default
     1, 1/2, 1/4, 1/8, 1/16) and ``label_mask`` (HeteroFL's masked classifier for
-    non-IID data) and ``static_bn`` (default on: after every merge, the
-    round's nodes that can hold a forward pass of the full model report its BN
-    statistics on their data, see :mod:`.static_bn`; off: BN statistics are
+    non-IID data) and ``static_bn`` (default on: before the global model is read,
+    the last merged round's nodes that can hold a forward pass of the full model
+    report its BN statistics on their data, see :mod:`.static_bn`; off: BN statistics are
     averaged per slice like every other entry). Not reproduced: the "scaler",
     which divides a sub-model's activations by its rate during training; every
     conv here is followed by BN, which cancels that factor.
@@ -70,6 +70,8 @@ class HeteroFL(TieredMethod):
         self.ratios = ratios_of(mc)
         self.label_mask = bool(mc.get("label_mask", False))
         self.static_bn = bool(mc.get("static_bn", True))
+        # (round, nodes, MB of a forward pass) for the BN statistics still to ask (refresh)
+        self._bn_pending: tuple[int, list[int], float] | None = None
         super().__init__(**kwargs)
         self._groups = groups_for(self.key)
         self._sub_shapes: dict[float, dict[str, tuple[int, ...]]] = {}
@@ -123,14 +125,27 @@ class HeteroFL(TieredMethod):
         )
 
     def after_merge(self, grid: Grid, plan: RoundPlan, outcome: RoundOutcome) -> dict[str, Any]:
-        """Static BN: replace the merged BN statistics by the global model's own."""
-        if not self.static_bn:
+        """Static BN: remember whom to ask for the merged model's BN statistics.
+
+        Training reads batch statistics only, so the global model's own are needed
+        only when it is read: :meth:`refresh` asks this round's nodes then.
+        """
+        if self.static_bn:
+            need = estimate_forward(self.key, self.batch_size).total_mb
+            merged = [r.node for r in outcome.good]
+            nodes = [n for n in merged if not self.memory_aware or self.budgets[n] >= need]
+            self._bn_pending = (plan.server_round, nodes, need)
+        return {}
+
+    def refresh(self, grid: Grid) -> dict[str, Any]:
+        """Static BN: replace the merged BN statistics by the global model's own, asked of
+        the last merged round's nodes that can hold a forward pass of the full model."""
+        if self._bn_pending is None:
             return {}
-        need = estimate_forward(self.key, self.batch_size).total_mb
-        merged = [r.node for r in outcome.good]
-        nodes = [n for n in merged if not self.memory_aware or self.budgets[n] >= need]
+        server_round, nodes, need = self._bn_pending
+        self._bn_pending = None
         shapes = {k: tuple(v.shape) for k, v in statistics_of(self.model).items()}
-        query = BNStatsQuery(run=self.run, server_round=plan.server_round, need_mb=need,
+        query = BNStatsQuery(run=self.run, server_round=server_round, need_mb=need,
                              enforce_budget=self.memory_aware)  # fmt: skip
         arrays = ArrayRecord(self.model.state_dict())
         msgs = [query.message(arrays, n, self.round_timeout) for n in nodes]
@@ -152,7 +167,7 @@ class HeteroFL(TieredMethod):
             stats.append((arrays_np, float(answer.num_examples)))  # type: ignore[union-attr]
         if not stats:
             log(WARNING, "round %d: no BN statistics (%d nodes asked, need %.1f MB); the "
-                "merged ones stay", plan.server_round, len(msgs), need)  # fmt: skip
+                "merged ones stay", server_round, len(msgs), need)  # fmt: skip
         else:
             pooled = pool_statistics(stats)
             self.model.load_state_dict({k: torch.from_numpy(v) for k, v in pooled.items()},
@@ -172,6 +187,13 @@ class HeteroFL(TieredMethod):
     def final_model(self) -> nn.Module:
         """The full-width global model."""
         return copy.deepcopy(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"bn_pending": self._bn_pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._bn_pending = state.get("bn_pending")
 
 
 class FedRolex(HeteroFL):
