@@ -255,13 +255,17 @@ def _pyplot() -> Any:
 
 def _accuracy_panel(ax: Any, rows: list[dict[str, Any]], methods: Sequence[str], x: str) -> None:
     """One line per method (mean over seeds) with its min-max band, against curve key ``x``."""
+    drawn = 0
     for m in methods:
         curves = [r["curve"] for r in rows if r["method"] == m and r["curve"]["accuracy"]]
         if not curves:
             continue
         grid, mean, lo, hi = band([c[x] for c in curves], [c["accuracy"] for c in curves])
         label = f"{m} (n={len(curves)})" if len(curves) > 1 else m
-        (line,) = ax.plot(grid, mean, label=label, marker="." if len(grid) < 30 else None)
+        # matplotlib cycles 10 colours: the next ten methods reuse them dashed
+        style = "-" if drawn % 20 < 10 else "--"
+        (line,) = ax.plot(grid, mean, style, label=label, marker="." if len(grid) < 30 else None)
+        drawn += 1
         if len(curves) > 1:
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set(ylabel="test accuracy (global model)")
