@@ -339,7 +339,7 @@ class Engine(FedAvg):
                 )
             due = self.server_round % self.eval_every == 0 or "transition" in record
             last = self.schedule.done or self.server_round >= num_rounds
-            if (evaluate_fn and (due or self.schedule.done)) or self.tail is not None or last:
+            if (evaluate_fn and due) or self.tail is not None or last:
                 record |= self.refresh(grid)
             if evaluate_fn and (due or self.schedule.done):
                 record.update(evaluate_fn(self.server_round, self.eval_model(step)))

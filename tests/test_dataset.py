@@ -337,57 +337,6 @@ def test_augmentation_only_for_cifar_training(name: str, train: bool, augmented:
     assert (changed > 0) == augmented, changed
 
 
-class _PerImage(torch.utils.data.Dataset):
-    """The loader's data as torchvision's v2 transforms give them, one image at a time."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, name: str, train: bool) -> None:
-        from torchvision.transforms import v2
-
-        info = dataset_info.DATASETS[name]
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.mean = torch.tensor(info.mean).view(-1, 1, 1)
-        self.std = torch.tensor(info.std).view(-1, 1, 1)
-        crop = train and name == "cifar10"
-        self.augment = (
-            v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]) if crop else None
-        )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i] if self.augment is None else self.augment(self.images[i])
-        return (image.float().div(255.0) - self.mean) / self.std, self.labels[i]
-
-
-@pytest.mark.parametrize(
-    ("name", "train"), [("cifar10", True), ("cifar10", False), ("fmnist", True)]
-)
-def test_batched_loader_equals_per_image_transforms(name: str, train: bool) -> None:
-    """Batches (one gather, v2's draws) are v2's per-image tensors to the bit, in the same
-    order, and leave torch's RNG where v2 leaves it: seeded runs keep their numbers."""
-    images, labels = ds.load_test(name, data_dir=DATA, seed=0)
-    images, labels = images[:300], labels[:300]
-    runs = []
-    for loader in (
-        ds.make_loader(images, labels, name, batch_size=32, train=train, seed=3),
-        torch.utils.data.DataLoader(
-            _PerImage(images, labels, name, train),
-            batch_size=32,
-            shuffle=train,
-            generator=torch.Generator().manual_seed(3) if train else None,
-        ),
-    ):
-        torch.manual_seed(5)
-        runs.append((list(loader), torch.rand(3)))
-    (got, got_next), (want, want_next) = runs
-    assert len(got) == len(want) == 10
-    for (x, y), (wx, wy) in zip(got, want, strict=True):
-        assert torch.equal(x, wx) and x.stride() == wx.stride() and torch.equal(y, wy)
-    assert torch.equal(got_next, want_next)
-
-
 def test_errors_name_the_bad_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'bogus'.*iid"):
         ds.make_partitioner("bogus", 2, alpha=0.5, shards_per_partition=2, seed=0)

@@ -11,19 +11,19 @@ partition is cached on disk the first time it is split
 (:mod:`profl_strategy.task.partition_cache`): later messages read two ``.npy``
 files with numpy instead of importing the data stack (datasets, flwr-datasets,
 pyarrow, pandas, torchvision: seconds) and splitting again. Those libraries are
-imported only where a partition or the test split needs them.
+imported only where a partition, the test split or CIFAR augmentation needs them.
 The datasets' static facts are in :mod:`profl_strategy.task.dataset_info`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from profl_strategy.task.batches import ImageBatches, as_batch
 from profl_strategy.task.dataset_info import (
     FEMNIST_TEST_FRACTION,
     DatasetInfo,
@@ -43,8 +43,6 @@ PARTITIONER_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards")
 # Dirichlet re-samples until every client has this many samples; kept small so
 # that small alphas with many clients still succeed within its 10 attempts.
 DIRICHLET_MIN_PARTITION_SIZE = 10
-# CIFAR training augmentation: RandomCrop(32, padding=4) and horizontal flips.
-CIFAR_CROP_PADDING = 4
 
 _LOCAL_FULL: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
 _LOCAL_PARTITIONERS: dict[tuple[Any, ...], Partitioner] = {}
@@ -213,10 +211,9 @@ def make_loader(
 ) -> DataLoader:
     """Wrap uint8 NHWC arrays in a DataLoader of normalised float NCHW tensors.
 
-    CIFAR training data get per-image RandomCrop(32, padding=4) and horizontal
-    flips (drawn from torch's global RNG, as torchvision's v2 transforms draw them;
-    :mod:`profl_strategy.task.batches`); shuffling uses a generator seeded with
-    ``seed`` so that the batch order is reproducible.
+    CIFAR training data get per-sample RandomCrop(32, padding=4) and horizontal
+    flips (drawn from torch's global RNG); shuffling uses a generator seeded
+    with ``seed`` so that the batch order is reproducible.
     """
     info = get_info(dataset)
     c, h, w = info.input_shape
@@ -225,21 +222,15 @@ def make_loader(
             f"Expected {dataset} images of shape (N, {h}, {w}, {c}) and N labels, "
             f"got images {images.shape} and labels {labels.shape}."
         )
-    data = ImageBatches(
-        torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2),
-        torch.as_tensor(labels, dtype=torch.int64),
-        info.mean,
-        info.std,
-        crop_padding=CIFAR_CROP_PADDING if train and dataset in ("cifar10", "cifar100") else None,
-    )
+    augment = None
+    if train and dataset in ("cifar10", "cifar100"):
+        from torchvision.transforms import v2
+
+        augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
+    data = _ImageDataset(images, labels, info, augment)
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=train,
-        generator=generator,
-        num_workers=0,
-        collate_fn=as_batch,
+        data, batch_size=batch_size, shuffle=train, generator=generator, num_workers=0
     )
 
 
@@ -251,6 +242,33 @@ def clear_caches() -> None:
     _LOCAL_FULL.clear()
     _LOCAL_PARTITIONERS.clear()
     _HUB_FDS.clear()
+
+
+class _ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Keep images as uint8 (4x less memory) and normalise per sample."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        info: DatasetInfo,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.mean = torch.tensor(info.mean).view(-1, 1, 1)
+        self.std = torch.tensor(info.std).view(-1, 1, 1)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.augment is not None:
+            image = self.augment(image)
+        image = (image.float().div(255.0) - self.mean) / self.std
+        return image, self.labels[index]
 
 
 def _check_partition_id(partition_id: int, num_partitions: int) -> None:
