@@ -338,10 +338,10 @@ class Engine(FedAvg):
                     {"train-loss": record["train_loss"]}
                 )
             due = self.server_round % self.eval_every == 0 or "transition" in record
-            last = self.schedule.done or self.server_round >= num_rounds
-            if (evaluate_fn and due) or self.tail is not None or last:
+            scored = evaluate_fn is not None and (due or self.schedule.done)
+            if scored or self.tail is not None:
                 record |= self.refresh(grid)
-            if evaluate_fn and (due or self.schedule.done):
+            if scored:
                 record.update(evaluate_fn(self.server_round, self.eval_model(step)))
                 result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
                     {k: float(record[k]) for k in ("accuracy", "loss")}
@@ -352,7 +352,7 @@ class Engine(FedAvg):
             self.history.append(record)
             if self.on_round:
                 self.on_round(record)
-        if self.history:  # a time box can end the run after a round that was not read
+        if self.history:  # the last round may not have been read (a time box, no scoring)
             self.history[-1].update(self.refresh(grid))
         result.arrays = ArrayRecord(self.deliverable().state_dict())
         return result
