@@ -87,6 +87,7 @@ def local_loader(order: Order, context: Context) -> tuple[DataLoader, np.ndarray
         batch_size=order.run.train.batch_size,
         train=True,
         seed=round_seed,
+        channels_last=order.run.train.channels_last,
     )
     return loader, np.asarray(labels), round_seed
 

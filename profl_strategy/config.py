@@ -68,6 +68,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "final-average": "eval.final_average",
     "outputs-dir": "output.dir",
     "min-replies": "train.min_replies",
+    "channels-last": "train.channels_last",
     "checkpoint-every": "checkpoint.every",
     "resume": "resume",
 }
@@ -127,6 +128,7 @@ _CHECKS: dict[str, tuple[type, Any, str]] = {
     "eval.test_size": (int, lambda v: v >= 0, "an integer >= 0 (0: the whole test split)"),
     "eval.final_average": (int, lambda v: v >= 0, "an integer >= 0 (0: the last round's model)"),
     "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
+    "train.channels_last": (bool, lambda v: True, "true or false"),
     "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
     "resume": (
         str,

@@ -69,6 +69,7 @@ def run_spec(cfg: DictConfig) -> RunSpec:
         float(t.momentum),
         float(t.weight_decay),
         float(cfg.method.proximal_mu),
+        channels_last=bool(t.channels_last),
     )
     profile = instantiate(cfg.memory, _convert_="all")
     full = estimate_full(key, train.batch_size).total_mb

@@ -39,7 +39,12 @@ def test_set_evaluator(cfg: DictConfig, data_dir: str) -> TestSetEvaluator:
     """The held-out test split, loaded before training: a bad data-dir stops the run here."""
     try:
         return TestSetEvaluator(
-            cfg.dataset.name, data_dir, cfg.seed, cfg.eval.batch_size, cfg.eval.test_size
+            cfg.dataset.name,
+            data_dir,
+            cfg.seed,
+            cfg.eval.batch_size,
+            cfg.eval.test_size,
+            channels_last=bool(cfg.train.channels_last),
         )
     except (FileNotFoundError, ValueError) as err:
         if not data_dir:

@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from profl_strategy.models.cnn import CNNSpec
 from profl_strategy.task import dataset as ds
 from profl_strategy.task import dataset_info
 from profl_strategy.task import partition_cache as pc
@@ -308,6 +309,29 @@ def test_loader_normalises_and_shapes() -> None:
         for s in (1, 1, 2)
     ]
     assert torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_channels_last_batches_hold_the_same_values(train: bool) -> None:
+    images, labels = ds.load_test("cifar10", data_dir=DATA, seed=0)
+    images, labels = images[:64], labels[:64]
+    batches = {}
+    for layout in (False, True):
+        torch.manual_seed(0)  # the same crops and flips
+        loader = ds.make_loader(
+            images, labels, "cifar10", batch_size=32, train=train, seed=0, channels_last=layout
+        )
+        batches[layout] = list(loader)
+    for (x, y), (xc, yc) in zip(batches[False], batches[True], strict=True):
+        assert torch.equal(x, xc) and torch.equal(y, yc)
+        assert xc.is_contiguous(memory_format=torch.channels_last) and not xc.is_contiguous()
+    # The model's output is the same up to rounding.
+    torch.manual_seed(0)
+    spec = CNNSpec(10, (3, 32, 32), 0.25)
+    model = torch.nn.Sequential(*map(spec.make_block, range(4)), spec.make_head()).eval()
+    with torch.no_grad():
+        out, outc = model(batches[False][0][0]), model(batches[True][0][0])
+    torch.testing.assert_close(out, outc, rtol=1e-4, atol=1e-5)
 
 
 def _plain(image: np.ndarray, name: str) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
 from server_app.app import run_profl
@@ -14,12 +15,16 @@ from tests.test_reliability import config
 NODES = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
 
 
-def test_profl_trains_every_block_of_resnet18_fine(data_dir: Path, tmp_path: Path) -> None:
+# channels-last: oneDNN takes other kernels (1x1 and strided convolutions, backward too)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_profl_trains_every_block_of_resnet18_fine(
+    data_dir: Path, tmp_path: Path, channels_last: bool
+) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     grid = InProcessGrid(NODES)
+    keys = {"max-rounds-stage2": 1, "channels-last": channels_last}
     summary = run_profl(
-        grid,
-        config(data_dir, tmp_path, model="resnet18_fine", width=0.125, **{"max-rounds-stage2": 1}),
+        grid, config(data_dir, tmp_path, model="resnet18_fine", width=0.125, **keys)
     )
     assert summary["schedule_done"]
     trained = {(stage, block) for _, stage, block in grid.train_requests}

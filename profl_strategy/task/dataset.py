@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from profl_strategy.task.dataset_info import (
     FEMNIST_TEST_FRACTION,
@@ -208,12 +208,18 @@ def make_loader(
     batch_size: int,
     train: bool,
     seed: int,
+    channels_last: bool = False,
 ) -> DataLoader:
     """Wrap uint8 NHWC arrays in a DataLoader of normalised float NCHW tensors.
 
     CIFAR training data get per-sample RandomCrop(32, padding=4) and horizontal
     flips (drawn from torch's global RNG); shuffling uses a generator seeded
     with ``seed`` so that the batch order is reproducible.
+
+    With ``channels_last`` each image batch is laid out channels-last in memory
+    (same shape and values): oneDNN then runs every convolution of the model in
+    that layout, about a third faster on CPU for the small CNNs, with results
+    that differ from the default layout in floating-point rounding only.
     """
     info = get_info(dataset)
     c, h, w = info.input_shape
@@ -230,8 +236,20 @@ def make_loader(
     data = _ImageDataset(images, labels, info, augment)
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(
-        data, batch_size=batch_size, shuffle=train, generator=generator, num_workers=0
+        data,
+        batch_size=batch_size,
+        shuffle=train,
+        generator=generator,
+        num_workers=0,
+        collate_fn=_collate_channels_last if channels_last else None,
     )
+
+
+def _collate_channels_last(
+    batch: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = default_collate(batch)
+    return images.contiguous(memory_format=torch.channels_last), labels
 
 
 def clear_caches() -> None:
