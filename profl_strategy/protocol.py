@@ -100,7 +100,7 @@ class TrainSpec:
     momentum: float
     weight_decay: float
     proximal_mu: float = 0.0
-    channels_last: bool = False  # image batches channels-last (make_loader): faster on CPU
+    channels_last: bool = False  # image batches channels-last (make_loader)
 
     def hyper(self, **more: Any) -> dict[str, Any]:
         """Keyword arguments of :func:`profl_strategy.task.train.train_step`."""

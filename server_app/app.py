@@ -55,13 +55,27 @@ def test_set_evaluator(cfg: DictConfig, data_dir: str) -> TestSetEvaluator:
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    """The run's folder: the resumed one, or a new one named after method, data and seed."""
+    """The run's folder: the resumed one, or a new one named after method, data and seed.
+
+    A new folder is claimed with an exclusive ``mkdir`` (``-2``, ``-3``, ... on a clash):
+    two runs started in the same second into one ``outputs-dir`` never share a folder
+    (and its checkpoint).
+    """
     if cfg.resume:
         run_dir = Path(cfg.resume).expanduser().resolve()
         return run_dir if run_dir.is_dir() else run_dir.parent
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{stamp}"
-    return Path(cfg.output.dir).expanduser().resolve() / name
+    root = Path(cfg.output.dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir, n = root / name, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = root / f"{name}-{n}"
 
 
 def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> dict:

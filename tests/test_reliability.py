@@ -16,12 +16,23 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from profl_strategy.checkpoint import CheckpointError
-from profl_strategy.config import ConfigError
+from profl_strategy.config import ConfigError, compose_config
 from profl_strategy.feasibility import InfeasibleRunError
-from server_app.app import run_profl
+from server_app.app import run_dir_of, run_profl
 from tests.inprocess_grid import InProcessGrid
 
 NODES = [{"partition-id": i, "num-partitions": 60} for i in range(6)]
+
+
+def test_runs_started_in_one_second_get_their_own_folders(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server_app.app.time.strftime", lambda _: "20261203-165252")
+    cfg = compose_config(config(data_dir, tmp_path / "out"))
+    first, second, third = (run_dir_of(cfg) for _ in range(3))
+    assert first.name.endswith("-20261203-165252") and first.is_dir()
+    assert (second.name, third.name) == (first.name + "-2", first.name + "-3")
+    assert second.is_dir() and third.is_dir()
 
 
 @pytest.fixture(autouse=True)
