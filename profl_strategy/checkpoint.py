@@ -18,8 +18,16 @@ from typing import Any
 import torch
 
 FORMAT = "profl-checkpoint-v1"
-# Keys that may change between the interrupted run and its resumption.
-RESUMABLE_KEYS = ("num_rounds", "output", "resume", "checkpoint", "train.timeout")
+# Keys that may change between the interrupted run and its resumption (the batch layout
+# changes rounding only, like resuming on another CPU).
+RESUMABLE_KEYS = (
+    "num_rounds",
+    "output",
+    "resume",
+    "checkpoint",
+    "train.timeout",
+    "train.channels_last",
+)
 
 
 class CheckpointError(ValueError):

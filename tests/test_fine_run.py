@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+from torch.utils.data import DataLoader
 
+from profl_strategy.task.dataset import make_loader
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.test_reliability import config
@@ -18,9 +20,17 @@ NODES = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
 # channels-last: oneDNN takes other kernels (1x1 and strided convolutions, backward too)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_profl_trains_every_block_of_resnet18_fine(
-    data_dir: Path, tmp_path: Path, channels_last: bool
+    data_dir: Path, tmp_path: Path, channels_last: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    layouts: set[bool] = set()  # what the clients' and the test split's loaders were asked
+
+    def recording(*args: object, **kwargs: object) -> DataLoader:
+        layouts.add(bool(kwargs.get("channels_last", False)))
+        return make_loader(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("client_app.node.make_loader", recording)
+    monkeypatch.setattr("profl_strategy.task.evaluate.make_loader", recording)
     grid = InProcessGrid(NODES)
     keys = {"max-rounds-stage2": 1, "channels-last": channels_last}
     summary = run_profl(
@@ -31,3 +41,4 @@ def test_profl_trains_every_block_of_resnet18_fine(
     assert trained == {(s, b) for s in (1, 2) for b in range(9)}  # stem + 8 BasicBlocks
     assert summary["refusals"] == 0 and summary["rejected_replies"] == 0
     assert math.isfinite(summary["final_loss"])
+    assert layouts == {channels_last}

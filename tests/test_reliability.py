@@ -5,6 +5,7 @@ Kill-and-resume equivalence is in ``test_kill_resume.py``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -14,14 +15,26 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from omegaconf import OmegaConf
 
-from profl_strategy.checkpoint import CheckpointError
+from profl_strategy.checkpoint import CheckpointError, fingerprint
 from profl_strategy.config import ConfigError, compose_config
 from profl_strategy.feasibility import InfeasibleRunError
 from server_app.app import run_dir_of, run_profl
 from tests.inprocess_grid import InProcessGrid
 
 NODES = [{"partition-id": i, "num-partitions": 60} for i in range(6)]
+
+
+def test_checkpoint_fingerprint_ignores_only_the_resumable_keys() -> None:
+    cfg = OmegaConf.to_container(compose_config({}), resolve=True)
+    base = fingerprint(cfg)
+    changed = copy.deepcopy(cfg)
+    changed["num_rounds"] += 5
+    changed["train"] |= {"timeout": 5.0, "channels_last": not cfg["train"]["channels_last"]}
+    assert fingerprint(changed) == base
+    changed["train"]["lr"] = 2 * cfg["train"]["lr"]
+    assert fingerprint(changed) != base
 
 
 def test_runs_started_in_one_second_get_their_own_folders(
