@@ -29,7 +29,7 @@ def test_profl_trains_every_block_of_resnet18_fine(
         layouts.add(bool(kwargs.get("channels_last", False)))
         return make_loader(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("client_app.node.make_loader", recording)
+    monkeypatch.setattr("profl_strategy.task.dataset.make_loader", recording)  # node.py: lazy
     monkeypatch.setattr("profl_strategy.task.evaluate.make_loader", recording)
     grid = InProcessGrid(NODES)
     keys = {"max-rounds-stage2": 1, "channels-last": channels_last}
