@@ -23,9 +23,11 @@ Example::
         --methods profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl \\
         --seeds 0 --data-dir ../shared/data --out benchmarks/results/cifar10-cpu
 
-``--report-only`` rebuilds the table and plots from the ``results.json`` files of
-an existing ``--out``. This module is the command line only: :mod:`benchmarks.runner`
-runs the comparison, :mod:`benchmarks.report` writes the tables, plots and README section.
+``--jobs 2 --engine inprocess`` runs two at a time, one per CPU (how the README's
+comparisons ran on 2 cores). ``--report-only`` rebuilds the table and plots from the
+``results.json`` files of an existing ``--out``. This module is the command line only:
+:mod:`benchmarks.runner` runs the comparison, :mod:`benchmarks.report` writes the tables,
+plots and README section.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.pool import pick_cores
 from benchmarks.report import report, update_readme
 from benchmarks.runner import REPO, VARIANTS, RunSpec, Settings, run_all
 
@@ -66,6 +69,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--extra-run-config", default="", help='more run-config, e.g. "num-server-rounds=5"'
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once (--engine inprocess), each pinned to a CPU of its own with one "
+        "torch thread; list the longest methods first",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     p.add_argument(
         "--app", default=str(REPO), help="the Flower app to run (default: this checkout)"
@@ -87,6 +97,19 @@ def check_methods(methods: Sequence[str]) -> None:
         raise SystemExit(f"unknown methods {unknown}; available: {sorted(available)}")
 
 
+def check_jobs(jobs: int, engine: str) -> None:
+    """Stop before anything runs if ``--jobs`` cannot give each run a CPU of its own."""
+    if jobs > 1 and engine != "inprocess":
+        raise SystemExit(
+            f"--jobs {jobs} needs --engine inprocess: under `flwr run` each run's Ray "
+            "starts actors on every CPU, so concurrent runs would share cores"
+        )
+    try:
+        pick_cores(jobs)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every (method, seed), then write the report; non-zero exit if a run failed."""
     args = parse_args(argv)
@@ -100,14 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             update_readme(Path(args.readme), out)
         return 0 if ok else 1
     check_methods(methods)
+    check_jobs(args.jobs, args.engine)
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else ""
     out.mkdir(parents=True, exist_ok=True)
     cfg = Settings(
         args.preset, data_dir, args.num_supernodes, args.extra_run_config, args.timeout, ""
     )
-    cfg.engine = args.engine
+    cfg.engine, cfg.jobs = args.engine, args.jobs
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
-    failed = run_all(cfg, out, Path(args.app).resolve(), sys.argv)
+    command = sys.argv if argv is None else ["benchmarks/compare.py", *argv]
+    failed = run_all(cfg, out, Path(args.app).resolve(), command)
     if report(out, methods) and args.readme:
         update_readme(Path(args.readme), out)
     if failed:

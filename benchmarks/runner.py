@@ -23,11 +23,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
+
+from benchmarks.pool import pin, run_pooled
 
 REPO = Path(__file__).resolve().parents[1]
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
@@ -184,6 +187,7 @@ class RunSpec:
     results: str = ""
     error: str = ""
     rounds_seen: int = 0
+    core: int | None = None  # the CPU it ran on (``--jobs`` > 1)
 
     @property
     def name(self) -> str:
@@ -206,6 +210,7 @@ class Settings:
     # "flwr": `flwr run` on a managed SuperLink (Ray); "inprocess": the same simulation in
     # one process (server_app/inprocess.py), the same results without Ray's overhead
     engine: str = "flwr"
+    jobs: int = 1  # runs at once, each on one CPU with one torch thread (benchmarks/pool.py)
 
 
 def progress(tag: str, line: str, started: float) -> bool:
@@ -297,10 +302,16 @@ def record_outcome(spec: RunSpec, returncode: int | None) -> None:
             spec.results = str(found[-1])
 
 
-def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path) -> None:
-    """One ``flwr run`` with a private FLWR_HOME and ports, streaming progress."""
+def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path, core: int | None = None) -> None:
+    """One ``flwr run`` with a private FLWR_HOME and ports, streaming progress.
+
+    With ``core`` (``--jobs`` > 1) the run is pinned to that CPU with one torch thread.
+    """
     http, control = free_port(), free_port()
     env = run_env(cfg, tmp / f"home-{spec.name}", http, control)
+    if cfg.jobs > 1:
+        env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        spec.core = core
     cmd = run_command(spec, cfg)
     spec.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -310,6 +321,7 @@ def run_one(spec: RunSpec, cfg: Settings, tag: str, tmp: Path) -> None:
         proc = subprocess.Popen(
             cmd, env=env, cwd=cfg.app, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        pin(proc.pid, core)  # before the run's Python has started any thread
         try:
             stream(proc, spec, cfg, tag, log)
         finally:
@@ -335,10 +347,12 @@ def earlier_manifest(manifest: Path, specs: Sequence[RunSpec]) -> tuple[list, li
 
 
 def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list[str]:
-    """Run ``cfg.runs`` in turn on one snapshot of ``source``; the names of failed runs.
+    """Run ``cfg.runs`` on one snapshot of ``source``, ``cfg.jobs`` at a time (in the given
+    order); the names of failed runs.
 
     ``out/manifest.json`` (settings, every command that wrote to ``out``, status of every
-    run) is rewritten after each run, so an interrupted comparison still says what ran.
+    run, and the comparison's wall time so far) is rewritten after each run, so an
+    interrupted comparison still says what ran and how long it took.
     """
     manifest = out / "manifest.json"
     kept, commands = earlier_manifest(manifest, cfg.runs)
@@ -354,9 +368,18 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
             f"with {cfg.num_supernodes} nodes -> {out}",
             flush=True,
         )
-        for i, spec in enumerate(cfg.runs, 1):
-            run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp)
-            info = asdict(cfg) | {"commands": commands, "app_source": str(source)}
-            info["runs"] = kept + info["runs"]
-            manifest.write_text(json.dumps(info, indent=1, default=str))
+        started, lock = time.monotonic(), threading.Lock()
+
+        def run_and_record(numbered: tuple[int, RunSpec], core: int | None) -> None:
+            i, spec = numbered
+            pinned = core if cfg.jobs > 1 else None  # one run at a time: all CPUs
+            run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp, pinned)
+            with lock:
+                info = asdict(cfg) | {"commands": commands, "app_source": str(source)}
+                info["runs"] = kept + info["runs"]
+                info["wall_seconds"] = round(time.monotonic() - started, 1)
+                manifest.write_text(json.dumps(info, indent=1, default=str))
+
+        run_pooled(list(enumerate(cfg.runs, 1)), cfg.jobs, run_and_record)
+        print(f"{len(cfg.runs)} runs in {time.monotonic() - started:.0f} s", flush=True)
     return [s.name for s in cfg.runs if s.status != "ok"]

@@ -1,0 +1,73 @@
+"""``benchmarks.compare --jobs``: concurrent runs, each on a CPU of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.compare import main
+from benchmarks.pool import pick_cores, run_pooled
+
+
+def test_pick_cores_refuses_more_jobs_than_cpus() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert len(pick_cores(cpus)) == cpus
+    with pytest.raises(ValueError, match=f"--jobs {cpus + 1} .*use --jobs {cpus} or fewer"):
+        pick_cores(cpus + 1)
+    with pytest.raises(ValueError, match="--jobs must be 1 or more"):
+        pick_cores(0)
+
+
+def test_concurrent_runs_never_share_a_core() -> None:
+    """Every item runs once; two items that overlap in time hold different cores."""
+    jobs = min(2, len(os.sched_getaffinity(0)))
+    spans: list[tuple[int, float, float, int | None]] = []
+    lock = threading.Lock()
+
+    def work(item: int, core: int | None) -> None:
+        start = time.monotonic()
+        time.sleep(0.05)
+        with lock:
+            spans.append((item, start, time.monotonic(), core))
+
+    run_pooled(list(range(7)), jobs, work)
+    assert sorted(s[0] for s in spans) == list(range(7))
+    for a in spans:
+        for b in spans:
+            if a is not b and a[1] < b[2] and b[1] < a[2]:
+                assert a[3] != b[3]
+
+
+def test_jobs_need_the_in_process_engine(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="needs --engine inprocess"):
+        main(["--jobs", "2", "--methods", "fedavg", "--out", str(tmp_path)])
+
+
+@pytest.mark.simulation
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_two_runs_at_once_each_pinned_to_one_cpu(tmp_path: Path, data_dir: Path) -> None:
+    """A real two-run comparison with ``--jobs 2``: both finish, on different CPUs, and
+    the manifest records the comparison's wall time."""
+    out = tmp_path / "cmp"
+    argv = [
+        "--preset", "fmnist_cpu", "--methods", "fedavg,allsmall", "--seeds", "0",
+        "--engine", "inprocess", "--jobs", "2", "--num-supernodes", "6",
+        "--data-dir", str(data_dir), "--out", str(out),
+        "--extra-run-config", "num-server-rounds=2 data-subsample=0.1 eval-test-size=500",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    runs = {r["method"]: r for r in manifest["runs"]}
+    assert {r["status"] for r in runs.values()} == {"ok"}
+    assert runs["fedavg"]["core"] != runs["allsmall"]["core"]
+    assert manifest["jobs"] == 2 and manifest["wall_seconds"] > 0
+    assert manifest["commands"][-1][1:] == argv  # this command, not the test runner's
+    for method in runs:
+        log = (out / "runs" / f"{method}-s0" / "flwr.log").read_text()
+        assert "Traceback" not in log
+        assert (out / "table.md").exists()
