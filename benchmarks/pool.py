@@ -17,10 +17,11 @@ T = TypeVar("T")
 
 
 def pick_cores(jobs: int) -> list[int | None]:
-    """One CPU per concurrent run (``None`` where the OS cannot pin a process)."""
+    """One CPU per concurrent run (``None``: not pinned, for a lone run, which may use
+    every CPU, and where the OS cannot pin a process)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be 1 or more, got {jobs}")
-    if not hasattr(os, "sched_getaffinity"):
+    if jobs == 1 or not hasattr(os, "sched_getaffinity"):
         return [None] * jobs
     cores = sorted(os.sched_getaffinity(0))
     if jobs > len(cores):

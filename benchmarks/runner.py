@@ -372,8 +372,7 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
 
         def run_and_record(numbered: tuple[int, RunSpec], core: int | None) -> None:
             i, spec = numbered
-            pinned = core if cfg.jobs > 1 else None  # one run at a time: all CPUs
-            run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp, pinned)
+            run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp, core)
             with lock:
                 info = asdict(cfg) | {"commands": commands, "app_source": str(source)}
                 info["runs"] = kept + info["runs"]
