@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from benchmarks.machine import machine_facts
 from benchmarks.pool import pin, run_pooled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,8 +352,8 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
     order); the names of failed runs.
 
     ``out/manifest.json`` (settings, every command that wrote to ``out``, status of every
-    run, and the comparison's wall time so far) is rewritten after each run, so an
-    interrupted comparison still says what ran and how long it took.
+    run, the comparison's wall time so far and the machine it ran on) is rewritten after
+    each run, so an interrupted comparison still says what ran, where and how long it took.
     """
     manifest = out / "manifest.json"
     kept, commands = earlier_manifest(manifest, cfg.runs)
@@ -368,7 +369,7 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
             f"with {cfg.num_supernodes} nodes -> {out}",
             flush=True,
         )
-        started, lock = time.monotonic(), threading.Lock()
+        started, lock, machine = time.monotonic(), threading.Lock(), machine_facts()
 
         def run_and_record(numbered: tuple[int, RunSpec], core: int | None) -> None:
             i, spec = numbered
@@ -377,6 +378,7 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
                 info = asdict(cfg) | {"commands": commands, "app_source": str(source)}
                 info["runs"] = kept + info["runs"]
                 info["wall_seconds"] = round(time.monotonic() - started, 1)
+                info["machine"] = machine
                 manifest.write_text(json.dumps(info, indent=1, default=str))
 
         run_pooled(list(enumerate(cfg.runs, 1)), cfg.jobs, run_and_record)

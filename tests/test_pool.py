@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare import main
+from benchmarks.machine import cpuinfo
 from benchmarks.pool import pick_cores, run_pooled
 
 
@@ -52,7 +53,7 @@ def test_jobs_need_the_in_process_engine(tmp_path: Path) -> None:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_two_runs_at_once_each_pinned_to_one_cpu(tmp_path: Path, data_dir: Path) -> None:
     """A real two-run comparison with ``--jobs 2``: both finish, on different CPUs, and
-    the manifest records the comparison's wall time."""
+    the manifest records the comparison's wall time and the machine it ran on."""
     out = tmp_path / "cmp"
     argv = [
         "--preset", "fmnist_cpu", "--methods", "fedavg,allsmall", "--seeds", "0",
@@ -67,7 +68,19 @@ def test_two_runs_at_once_each_pinned_to_one_cpu(tmp_path: Path, data_dir: Path)
     assert runs["fedavg"]["core"] != runs["allsmall"]["core"]
     assert manifest["jobs"] == 2 and manifest["wall_seconds"] > 0
     assert manifest["commands"][-1][1:] == argv  # this command, not the test runner's
+    assert manifest["machine"]["usable_cpus"] >= 2 and manifest["machine"]["torch"]
     for method in runs:
         log = (out / "runs" / f"{method}-s0" / "flwr.log").read_text()
         assert "Traceback" not in log
         assert (out / "table.md").exists()
+
+
+def test_cpuinfo_reads_the_first_processor_only() -> None:
+    text = (
+        "processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "cpu MHz\t\t: 2596.140\nflags\t\t: fpu avx2\n\n"
+        "processor\t: 1\nmodel name\t: other\ncpu MHz\t\t: 1.0\n"
+    )
+    assert cpuinfo(text) == {
+        "model name": "AMD EPYC", "cpu family": "25", "model": "17", "cpu MHz": "2596.140",
+    }  # fmt: skip
