@@ -11,18 +11,17 @@ partition is cached on disk the first time it is split
 (:mod:`profl_strategy.task.partition_cache`): later messages read two ``.npy``
 files with numpy instead of importing the data stack (datasets, flwr-datasets,
 pyarrow, pandas, torchvision: seconds) and splitting again. Those libraries are
-imported only where a partition, the test split or CIFAR augmentation needs them.
+imported only where a partition or the test split needs them.
 The datasets' static facts are in :mod:`profl_strategy.task.dataset_info`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 
 from profl_strategy.task.dataset_info import (
     FEMNIST_TEST_FRACTION,
@@ -30,6 +29,7 @@ from profl_strategy.task.dataset_info import (
     Partition,
     get_info,
 )
+from profl_strategy.task.images import ImageDataset, channels_last_batch, whole_batch
 from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_split
 from profl_strategy.task.partition_cache import cache_files, read_partition, save_partition
 
@@ -212,9 +212,10 @@ def make_loader(
 ) -> DataLoader:
     """Wrap uint8 NHWC arrays in a DataLoader of normalised float NCHW tensors.
 
-    CIFAR training data get per-sample RandomCrop(32, padding=4) and horizontal
-    flips (drawn from torch's global RNG); shuffling uses a generator seeded
-    with ``seed`` so that the batch order is reproducible.
+    CIFAR training data get torchvision's RandomCrop(32, padding=4) and
+    horizontal flips, drawn per image from torch's global RNG and applied a batch
+    at a time (:mod:`profl_strategy.task.images`); shuffling uses a generator
+    seeded with ``seed`` so that the batch order is reproducible.
 
     With ``channels_last`` each image batch is laid out channels-last in memory
     (same shape and values): oneDNN then runs every convolution of the model in
@@ -228,12 +229,8 @@ def make_loader(
             f"Expected {dataset} images of shape (N, {h}, {w}, {c}) and N labels, "
             f"got images {images.shape} and labels {labels.shape}."
         )
-    augment = None
-    if train and dataset in ("cifar10", "cifar100"):
-        from torchvision.transforms import v2
-
-        augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
-    data = _ImageDataset(images, labels, info, augment)
+    crop_padding = 4 if train and dataset in ("cifar10", "cifar100") else None
+    data = ImageDataset(images, labels, info.mean, info.std, crop_padding)
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(
         data,
@@ -241,15 +238,8 @@ def make_loader(
         shuffle=train,
         generator=generator,
         num_workers=0,
-        collate_fn=_collate_channels_last if channels_last else None,
+        collate_fn=channels_last_batch if channels_last else whole_batch,
     )
-
-
-def _collate_channels_last(
-    batch: list[tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = default_collate(batch)
-    return images.contiguous(memory_format=torch.channels_last), labels
 
 
 def clear_caches() -> None:
@@ -260,33 +250,6 @@ def clear_caches() -> None:
     _LOCAL_FULL.clear()
     _LOCAL_PARTITIONERS.clear()
     _HUB_FDS.clear()
-
-
-class _ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Keep images as uint8 (4x less memory) and normalise per sample."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        info: DatasetInfo,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None,
-    ) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.mean = torch.tensor(info.mean).view(-1, 1, 1)
-        self.std = torch.tensor(info.std).view(-1, 1, 1)
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.augment is not None:
-            image = self.augment(image)
-        image = (image.float().div(255.0) - self.mean) / self.std
-        return image, self.labels[index]
 
 
 def _check_partition_id(partition_id: int, num_partitions: int) -> None:
