@@ -5,7 +5,7 @@ step costs by itself (forward, backward and an SGD step on one random batch of t
 preset's size, no data loading), at the width ratios the width-scaled baselines train
 (HeteroFL, FedRolex, AllSmall), and what a memory layout or a lower precision would
 change. bfloat16 changes every number a run reports, so it is a measurement here, not
-a setting of the app.
+a setting of the app; ``--compile`` adds a ``torch.compile`` setup per ratio.
 
 The setups take their steps in turn (one step of each, then the next round), so a
 machine whose speed drifts slows them all alike; each row is the median step.
@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +33,23 @@ from profl_strategy.baselines.width import width_model
 from profl_strategy.config import compose_config
 from profl_strategy.factory import model_key
 
-MODES = {  # name: (channels-last, bfloat16 autocast)
-    "float32": (False, False),
-    "float32, channels-last": (True, False),
-    "bfloat16 autocast, channels-last": (True, True),
+
+class Mode(NamedTuple):
+    """How a setup trains: memory layout, precision, and whether Inductor compiles it."""
+
+    channels_last: bool
+    bf16: bool = False
+    compiled: bool = False
+
+
+MODES = {
+    "float32": Mode(False),
+    "float32, channels-last": Mode(True),
+    "bfloat16 autocast, channels-last": Mode(True, bf16=True),
 }
+# Opt-in (--compile): Inductor needs a C++ compiler and tens of seconds per setup, and the
+# app builds a fresh model every round, so this measures a ceiling, not a setting.
+COMPILED = {"torch.compile, channels-last": Mode(True, compiled=True)}
 
 
 @dataclass
@@ -57,7 +70,7 @@ def make_setup(preset: str, ratio: float, mode: str) -> Setup:
     """Build ``preset``'s model at ``ratio`` times its width, trained as a client would."""
     cfg = compose_config({"preset": preset})
     key, t = model_key(cfg), cfg.train
-    channels_last, bf16 = MODES[mode]
+    channels_last, bf16, compiled = MODES.get(mode) or COMPILED[mode]
     torch.manual_seed(0)
     model = width_model(key, ratio).train()
     x = torch.randn(int(t.batch_size), *key.input_shape)
@@ -71,6 +84,8 @@ def make_setup(preset: str, ratio: float, mode: str) -> Setup:
     opt = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
     )
+    if compiled:
+        model = torch.compile(model)
 
     def step() -> None:
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -99,10 +114,12 @@ def main() -> None:
     p.add_argument("--ratios", default="1", help="comma-separated width ratios of the model")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="add a torch.compile setup per ratio")
     args = p.parse_args()
     torch.set_num_threads(1)
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
-    setups = [make_setup(args.preset, r, m) for r in ratios for m in MODES]
+    modes = [*MODES, *(COMPILED if args.compile else ())]
+    setups = [make_setup(args.preset, r, m) for r in ratios for m in modes]
     measure(setups, steps=args.steps, warmup=args.warmup)
     base = setups[0].median_ms()
     print(f"preset {args.preset}, one thread, median of {args.steps} steps, setups interleaved\n")
