@@ -362,8 +362,9 @@ def test_augmentation_only_for_cifar_training(name: str, train: bool, augmented:
 
 
 def test_errors_name_the_bad_value(tmp_path: Path) -> None:
+    spec = {"alpha": 0.5, "shards_per_partition": 2, "seed": 0, "data_dir": DATA}
     with pytest.raises(ValueError, match=r"'bogus'.*iid"):
-        ds.make_partitioner("bogus", 2, alpha=0.5, shards_per_partition=2, seed=0)
+        ds.make_partitioner(dataset_info.Partition("mnist", 0, 2, partitioner="bogus", **spec))
     with pytest.raises(ValueError, match="'svhn'"):
         ds.load_test("svhn", data_dir=DATA, seed=0)
     with pytest.raises(ValueError, match="offline"):

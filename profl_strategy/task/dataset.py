@@ -49,16 +49,8 @@ _LOCAL_PARTITIONERS: dict[tuple[Any, ...], Partitioner] = {}
 _HUB_FDS: dict[tuple[Any, ...], FederatedDataset] = {}
 
 
-def make_partitioner(
-    kind: str,
-    num_partitions: int,
-    *,
-    alpha: float,
-    shards_per_partition: int,
-    seed: int,
-    label_column: str = "label",
-) -> Partitioner:
-    """Build a fresh flwr-datasets partitioner (a dataset can be assigned once).
+def make_partitioner(p: Partition, label_column: str = "label") -> Partitioner:
+    """Build a fresh flwr-datasets partitioner for ``p`` (a dataset can be assigned once).
 
     ``alpha`` is used by ``"dirichlet"`` only and ``shards_per_partition`` by
     ``"shards"`` only; ``"iid"`` relies on the dataset being shuffled by seed.
@@ -69,13 +61,14 @@ def make_partitioner(
         ShardPartitioner,
     )
 
+    kind, num_partitions, seed = p.partitioner, p.num_partitions, p.seed
     if kind == "iid":
         return IidPartitioner(num_partitions=num_partitions)
     if kind == "dirichlet":
         return DirichletPartitioner(
             num_partitions=num_partitions,
             partition_by=label_column,
-            alpha=alpha,
+            alpha=p.alpha,
             min_partition_size=DIRICHLET_MIN_PARTITION_SIZE,
             self_balancing=True,
             seed=seed,
@@ -84,7 +77,7 @@ def make_partitioner(
         return ShardPartitioner(
             num_partitions=num_partitions,
             partition_by=label_column,
-            num_shards_per_partition=shards_per_partition,
+            num_shards_per_partition=p.shards_per_partition,
             seed=seed,
         )
     raise ValueError(f"Unknown partitioner '{kind}'; expected one of {PARTITIONER_KINDS}.")
@@ -119,13 +112,7 @@ def _partition_rows(p: Partition) -> np.ndarray:
     )
     part = _LOCAL_PARTITIONERS.get(key)
     if part is None:
-        part = make_partitioner(
-            p.partitioner,
-            p.num_partitions,
-            alpha=p.alpha,
-            shards_per_partition=p.shards_per_partition,
-            seed=p.seed,
-        )
+        part = make_partitioner(p)
         _, labels = _local_full(p.dataset, "train", p.data_dir)
         # Shuffle by seed first, as FederatedDataset does, so IID is random too.
         order = np.random.default_rng(p.seed).permutation(len(labels))
@@ -270,14 +257,7 @@ def _split_partition(p: Partition) -> tuple[np.ndarray, np.ndarray]:
     key = (p.dataset, p.partitioner, p.num_partitions, p.alpha, p.shards_per_partition, p.seed)
     fds = _HUB_FDS.get(key)
     if fds is None:
-        part = make_partitioner(
-            p.partitioner,
-            p.num_partitions,
-            alpha=p.alpha,
-            shards_per_partition=p.shards_per_partition,
-            seed=p.seed,
-            label_column=info.label_column,
-        )
+        part = make_partitioner(p, label_column=info.label_column)
         fds = _HUB_FDS[key] = _hub_dataset(info, part, p.seed)
     return _hf_to_numpy(fds.load_partition(p.partition_id, "train"), info)
 
