@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from benchmarks.run_files import read_results, results_paths
 from profl_strategy.movement import CANDIDATES
 from profl_strategy.step_model import STAGE_GROW, Step
 
@@ -65,8 +65,8 @@ def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
     """Every step but the last of every run that logged candidate forms."""
     traces, min_rounds = [], 1
     for folder in folders:
-        for path in sorted(folder.glob("runs/*/*/results.json")):
-            data = json.loads(path.read_text())
+        for path in results_paths(folder):
+            data = read_results(path)
             rounds = [r for r in data["rounds"] if "em_candidates" in r]
             if not rounds:
                 continue

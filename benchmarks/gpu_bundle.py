@@ -98,8 +98,8 @@ def size_mb(path: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    # 1,000 a class: 2,500 (the H100 run of 2026-11-28) no longer fits beside the tracked
-    # files (27 MB once the CIFAR-10 comparison's results were committed) in 64 MiB
+    # 1,000 a class: 2,500 (the H100 run of 2026-11-28) does not fit beside the tracked
+    # files (21 MiB with the committed runs packed, benchmarks/run_files.py) in 64 MiB
     p.add_argument("--train-per-class", type=int, default=1000)
     p.add_argument("--no-wheels", action="store_true", help="only the data subset")
     args = p.parse_args()

@@ -39,6 +39,7 @@ from torch import nn
 
 from benchmarks.memory import host_batches, new_step_model
 from benchmarks.plans import ResetPeakAfterFirst, steady_peak_mb
+from benchmarks.run_files import read_results
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.baselines.width import sub_key
 from profl_strategy.memory import cuda_workspace_mb
@@ -114,7 +115,7 @@ def from_results(results_dir: Path) -> dict:
     for run in json.loads((results_dir / "manifest.json").read_text())["runs"]:
         if run["status"] != "ok":
             continue
-        res = json.loads(Path(run["results"]).read_text())
+        res = read_results(Path(run["results"]))
         cfg = res["config"]
         info = get_info(cfg["dataset"]["name"])
         key = ModelKey(

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.run_files import read_results, results_paths
+
 COLUMNS = [  # key, header, format
     ("final_accuracy", "final acc", ".4f"),
     ("tail_accuracy", "mean acc, last 25% of rounds", ".4f"),
@@ -152,8 +154,8 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
 def load_runs(out: Path) -> list[dict[str, Any]]:
     """Every finished run under ``out/runs`` with its method, seed and numbers."""
     rows = []
-    for path in sorted(out.glob("runs/*/*/results.json")):
-        data = json.loads(path.read_text())
+    for path in results_paths(out):
+        data = read_results(path)
         if "summary" not in data:
             continue
         method, _, seed = path.parent.parent.name.rpartition("-s")
