@@ -16,21 +16,20 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 RESULTS = "results.json"
-PACKED = ("results.json", "flwr.log")
+PACKED = (RESULTS, "flwr.log")
 
 
-def results_paths(out: Path, pattern: str = "runs/*/*") -> list[Path]:
-    """Every run's results file under ``out`` (``pattern`` names the run folders).
+def results_paths(out: Path) -> list[Path]:
+    """Every run's results file under ``out/runs/<method>-s<seed>/<run>/``.
 
     A run folder with both forms counts once, by its plain ``results.json``.
     """
-    found = {p.parent: p for p in out.glob(f"{pattern}/{RESULTS}.gz")}
-    found |= {p.parent: p for p in out.glob(f"{pattern}/{RESULTS}")}
+    found = {p.parent: p for p in out.glob(f"runs/*/*/{RESULTS}.gz")}
+    found |= {p.parent: p for p in out.glob(f"runs/*/*/{RESULTS}")}
     return [found[d] for d in sorted(found)]
 
 
@@ -52,16 +51,14 @@ def pack(folder: Path) -> tuple[int, int]:
     name or time, so packing the same file twice gives the same bytes.
     """
     before = after = 0
-    for path in sorted(folder.rglob("*")):
-        if path.name not in PACKED or path.is_symlink() or _under_link(path, folder):
+    for path in sorted(p for name in PACKED for p in folder.rglob(name)):
+        if path.is_symlink() or _under_link(path, folder):
             continue
-        target = path.with_name(path.name + ".gz")
-        with path.open("rb") as src, target.open("wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
-                shutil.copyfileobj(src, dst)
-        before += path.stat().st_size
-        after += target.stat().st_size
+        raw = path.read_bytes()
+        packed = gzip.compress(raw, mtime=0)
+        path.with_name(path.name + ".gz").write_bytes(packed)
         path.unlink()
+        before, after = before + len(raw), after + len(packed)
     return before, after
 
 

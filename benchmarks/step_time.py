@@ -27,11 +27,13 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from profl_strategy.baselines.width import width_model
 from profl_strategy.config import compose_config
 from profl_strategy.factory import model_key
+from profl_strategy.task.model_key import ModelKey
 
 
 class Mode(NamedTuple):
@@ -66,11 +68,9 @@ class Setup:
         return 1000 * statistics.median(self.seconds)
 
 
-def make_setup(preset: str, ratio: float, mode: str) -> Setup:
-    """Build ``preset``'s model at ``ratio`` times its width, trained as a client would."""
-    cfg = compose_config({"preset": preset})
-    key, t = model_key(cfg), cfg.train
-    channels_last, bf16, compiled = MODES.get(mode) or COMPILED[mode]
+def make_setup(key: ModelKey, t: DictConfig, ratio: float, mode: str) -> Setup:
+    """Build ``key``'s model at ``ratio`` times its width, trained as a client would."""
+    channels_last, bf16, compiled = {**MODES, **COMPILED}[mode]
     torch.manual_seed(0)
     model = width_model(key, ratio).train()
     x = torch.randn(int(t.batch_size), *key.input_shape)
@@ -119,7 +119,9 @@ def main() -> None:
     torch.set_num_threads(1)
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
     modes = [*MODES, *(COMPILED if args.compile else ())]
-    setups = [make_setup(args.preset, r, m) for r in ratios for m in modes]
+    cfg = compose_config({"preset": args.preset})
+    key = model_key(cfg)
+    setups = [make_setup(key, cfg.train, r, m) for r in ratios for m in modes]
     measure(setups, steps=args.steps, warmup=args.warmup)
     base = setups[0].median_ms()
     print(f"preset {args.preset}, one thread, median of {args.steps} steps, setups interleaved\n")
