@@ -24,8 +24,10 @@ Example::
         --seeds 0 --data-dir ../shared/data --out benchmarks/results/cifar10-cpu
 
 ``--jobs 2 --engine inprocess`` runs two at a time, one per CPU (how the README's
-comparisons ran on 2 cores). ``--report-only`` rebuilds the table and plots from the
-``results.json`` files of an existing ``--out``. This module is the command line only:
+comparisons ran on 2 cores). ``--allocator`` picks the runs' ``malloc``
+(:mod:`benchmarks.allocator`: tcmalloc where installed; same results, less time).
+``--report-only`` rebuilds the table and plots from the ``results.json`` files of an
+existing ``--out``. This module is the command line only:
 :mod:`benchmarks.runner` runs the comparison, :mod:`benchmarks.report` writes the tables,
 plots and README section.
 """
@@ -38,6 +40,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import allocator
 from benchmarks.pool import pick_cores
 from benchmarks.report import report, update_readme
 from benchmarks.runner import REPO, VARIANTS, RunSpec, Settings, run_all
@@ -75,6 +78,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="runs at once (--engine inprocess), each pinned to a CPU of its own with one "
         "torch thread; list the longest methods first",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=allocator.CHOICES,
+        default="auto",
+        help="malloc of every run: auto takes tcmalloc or jemalloc where installed (same "
+        "results, less time on the CPU), else the system's (benchmarks/allocator.py)",
     )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     p.add_argument(
@@ -124,12 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if ok else 1
     check_methods(methods)
     check_jobs(args.jobs, args.engine)
+    malloc, library = allocator.resolve(args.allocator)
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else ""
     out.mkdir(parents=True, exist_ok=True)
     cfg = Settings(
         args.preset, data_dir, args.num_supernodes, args.extra_run_config, args.timeout, ""
     )
     cfg.engine, cfg.jobs = args.engine, args.jobs
+    cfg.allocator, cfg.env = malloc, allocator.preload_env(library)
+    print(f"allocator: {malloc}" + (f" ({library})" if library else ""), flush=True)
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
     command = sys.argv if argv is None else ["benchmarks/compare.py", *argv]
     failed = run_all(cfg, out, Path(args.app).resolve(), command)

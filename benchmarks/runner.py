@@ -212,6 +212,7 @@ class Settings:
     # one process (server_app/inprocess.py), the same results without Ray's overhead
     engine: str = "flwr"
     jobs: int = 1  # runs at once, each on one CPU with one torch thread (benchmarks/pool.py)
+    allocator: str = "system"  # the runs' malloc (benchmarks/allocator.py)
 
 
 def progress(tag: str, line: str, started: float) -> bool:
