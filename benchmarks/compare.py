@@ -141,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.preset, data_dir, args.num_supernodes, args.extra_run_config, args.timeout, ""
     )
     cfg.engine, cfg.jobs = args.engine, args.jobs
-    cfg.allocator, cfg.env = malloc, allocator.preload_env(library)
+    cfg.allocator = malloc
+    cfg.env |= allocator.preload_env(library)
     print(f"allocator: {malloc}" + (f" ({library})" if library else ""), flush=True)
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
     command = sys.argv if argv is None else ["benchmarks/compare.py", *argv]
