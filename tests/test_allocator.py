@@ -13,6 +13,7 @@ import pytest
 from benchmarks import allocator
 from benchmarks.compare import main
 from benchmarks.run_files import read_results, results_paths
+from benchmarks.same_runs import outcome
 
 TCMALLOC = allocator.find("tcmalloc")
 
@@ -59,13 +60,10 @@ def test_a_child_process_runs_on_the_preloaded_library() -> None:
     assert "tcmalloc" in maps
 
 
-def outcome(out: Path) -> tuple[list, dict]:
-    """Every per-round entry but its time, and the summary but its run folder."""
+def run_outcome(out: Path) -> tuple[list, dict]:
+    """What the one run under ``out`` computed (every number but its time)."""
     (path,) = results_paths(out)
-    data = read_results(path)
-    rounds = [{k: v for k, v in r.items() if k != "round_s"} for r in data["rounds"]]
-    summary = {k: v for k, v in data["summary"].items() if k != "run_dir"}
-    return rounds, summary
+    return outcome(read_results(path))
 
 
 @pytest.mark.simulation
@@ -86,6 +84,6 @@ def test_tcmalloc_changes_no_number_a_run_reports(tmp_path: Path, data_dir: Path
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["allocator"] == choice
         assert ("LD_PRELOAD" in manifest["env"]) == (choice != "system")
-        found[choice] = outcome(out)
+        found[choice] = run_outcome(out)
     assert found["system"] == found["tcmalloc"]
     assert found["system"][0][-1]["train_loss"] > 0
