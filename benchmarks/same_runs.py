@@ -79,6 +79,15 @@ def _change(a: float, b: float) -> str:
     return f"{100 * (b - a) / a:+.0f}%" if a > 0 and b == b else ""
 
 
+def _total_line(label: str, rows: Sequence[dict[str, Any]], strong: bool = False) -> str:
+    """One summed row: how many of ``rows`` are the same, their seconds in A and B."""
+    wa, wb = sum(r["wall_a"] for r in rows), sum(r["wall_b"] for r in rows)
+    count = f"{sum(r['same'] is True for r in rows)}/{len(rows)}"
+    if strong:
+        label, count = f"**{label}**", f"**{count}**"
+    return f"| {label} | {count} | {wa:.0f} | {wb:.0f} | {_change(wa, wb)} |"
+
+
 def table_markdown(rows: Sequence[dict[str, Any]], a_total: float, b_total: float) -> str:
     """Per run, per method and in all: same numbers, seconds in A and B, change."""
     verdict = {True: "yes", False: "**no**", None: "missing"}
@@ -90,17 +99,8 @@ def table_markdown(rows: Sequence[dict[str, Any]], a_total: float, b_total: floa
         )
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        wa, wb = sum(r["wall_a"] for r in mine), sum(r["wall_b"] for r in mine)
-        same = sum(r["same"] is True for r in mine)
-        lines.append(
-            f"| {method}, {len(mine)} runs | {same}/{len(mine)} | {wa:.0f} | {wb:.0f} "
-            f"| {_change(wa, wb)} |"
-        )
-    wa, wb = sum(r["wall_a"] for r in rows), sum(r["wall_b"] for r in rows)
-    same = sum(r["same"] is True for r in rows)
-    lines.append(
-        f"| **all runs** | **{same}/{len(rows)}** | {wa:.0f} | {wb:.0f} | {_change(wa, wb)} |"
-    )
+        lines.append(_total_line(f"{method}, {len(mine)} runs", mine))
+    lines.append(_total_line("all runs", rows, strong=True))
     if a_total and b_total:
         lines.append(
             f"| end to end (manifests) | | {a_total:.0f} | {b_total:.0f} "
