@@ -7,7 +7,12 @@ own budget with the same memory model the server used.
 
 from __future__ import annotations
 
-from logging import WARNING
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +20,24 @@ from flwr.app import Context, Message
 from flwr.common import log
 from torch.utils.data import DataLoader
 
-from profl_strategy.budgets import node_budget_mb
+from profl_strategy.budgets import NodeConfigError, node_budget_mb, partition_of
+from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
+from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
-from profl_strategy.protocol import Order, Refused, RunSpec
+from profl_strategy.peak import Measurement, PeakMeter
+from profl_strategy.protocol import Order, Refused, RunSpec, Trained
+from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process
+
+_logged_budget: set[str] = set()
+
+
+def in_simulation() -> bool:
+    """True inside Flower's simulation engine (a Ray actor) or this app's in-process
+    engine (``PROFL_SIMULATION=1``)."""
+    ray = sys.modules.get("ray")  # only if the simulation engine loaded it
+    if ray is not None and ray.is_initialized():
+        return True
+    return os.environ.get("PROFL_SIMULATION") == "1"
 
 
 def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
@@ -29,12 +49,120 @@ def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
     Raises :class:`~profl_strategy.budgets.NodeConfigError` (naming this node) for
     a config the run cannot use, so no handler ever trains with a made-up budget.
     """
-    mb, source = node_budget_mb(
-        dict(context.node_config), run.memory, run.full_peak_mb, run.seed, node_id=context.node_id
-    )
-    if source == "node-config" and torch.cuda.is_available():
+    config, node = dict(context.node_config), str(context.node_id)
+    if str(config.get("memory-mb", "")).strip().lower() == "auto":
+        partition_of(config, node)
+        try:
+            mb, source = auto_budget_mb()
+        except DeviceMemoryError as err:
+            raise NodeConfigError(f"SuperNode {node}: {err}") from None
+    elif "memory-mb" in config:
+        mb, source = node_budget_mb(config, run.memory, run.full_peak_mb, run.seed, node_id=node)
+    elif not in_simulation():
+        raise NodeConfigError(
+            f"SuperNode {node}: node-config has no memory-mb. A deployed node trains only "
+            "within a budget it states (simulated memory profiles are for simulation): add "
+            "memory-mb=auto to take what this device can give, or memory-mb=<MB>, e.g. "
+            '--node-config "partition-id=0 num-partitions=3 memory-mb=auto"'
+        )
+    overhead = call_overhead_mb(run, context)
+    if "memory-mb" not in config:  # a tier of the profile holds a share of full training here
+        full = run.full_peak_mb + overhead
+        mb, source = node_budget_mb(config, run.memory, full, run.seed, node_id=node)
+    deployed = source == "node-config" or source.startswith("auto")
+    if deployed and torch.cuda.is_available():
         mb -= cuda_workspace_mb(torch.cuda.get_device_capability())
-    return mb, source
+    if deployed and source not in _logged_budget:
+        _logged_budget.add(source)
+        log(INFO, "SuperNode %s: budget %.1f MB (%s), %.1f MB of it for data and runtime, "
+            "idle ClientApp %.0f MB", node, mb, source, overhead,
+            prepare_process(run.model, strict=guard_on(context, source)))  # fmt: skip
+    if mb - overhead <= 0:
+        raise NodeConfigError(
+            f"SuperNode {node}: a budget of {mb:.1f} MB ({source}) does not cover what a "
+            f"train call holds besides the model, {overhead:.1f} MB (this node's data and "
+            "the runtime allowance): raise memory-mb, or use memory-mb=auto"
+        )
+    return mb - overhead, source
+
+
+def call_overhead_mb(run: RunSpec, context: Context) -> float:
+    """What a train call holds besides the model's figure: on the CPU, its data
+    (:func:`data_mb`) and the runtime allowance
+    (:data:`~profl_strategy.runtime.CPU_CALL_ALLOWANCE_MB`); on CUDA, nothing
+    on the device."""
+    if device().type != "cpu":
+        return 0.0
+    return data_mb(run, context) + CPU_CALL_ALLOWANCE_MB
+
+
+def guard_on(context: Context, source: str) -> bool:
+    """Whether this node holds calls to their budget: a strict allocator
+    (:func:`~profl_strategy.runtime.prepare_process`) and a guard that stops a call
+    past it. ``memory-guard`` in the node config (or ``PROFL_MEMORY_GUARD`` for every
+    node of a simulation) decides; by default on where the budget is the device's
+    own (deployment), off for simulated profiles (a strict allocator costs time)."""
+    value = str(context.node_config.get("memory-guard", os.environ.get("PROFL_MEMORY_GUARD", "")))
+    value = value.strip().lower()
+    if value in ("true", "1", "on"):
+        return True
+    if value in ("false", "0", "off"):
+        return False
+    return source == "node-config" or source.startswith("auto")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A measured train call: its peak next to the budget and the prediction it was held to.
+
+    ``budget_mb`` and ``predicted_mb`` are whole-call figures (everything over the
+    idle ClientApp): the node's training budget and the model's need, each plus
+    :func:`call_overhead_mb`.
+    """
+
+    measurement: Measurement
+    budget_mb: float
+    predicted_mb: float
+    strict: bool
+
+    def trained(
+        self, examples: int, loss: float, need_mb: float, budget_mb: float, seen: int, **more: Any
+    ) -> Trained:
+        """The reply of a call that trained, with its measured peak and whole-call figures."""
+        return Trained(examples, loss, need_mb, budget_mb, self.measurement.peak_mb, seen,
+                       call_budget_mb=self.budget_mb, call_predicted_mb=self.predicted_mb,
+                       memory_policy="strict" if self.strict else "fast", **more)  # fmt: skip
+
+
+def run_measured(
+    msg: Message,
+    context: Context,
+    order: Order,
+    budget: tuple[float, str],
+    need_mb: float,
+    call: Callable[[], Any],
+) -> tuple[Any, Call] | Message:
+    """Run ``call`` measured (:mod:`profl_strategy.peak`) after preparing the process
+    (:func:`~profl_strategy.runtime.prepare_process`, once). With the guard on and the
+    budget enforced, a call whose peak passes its budget is stopped and answered with a
+    refusal that gives measured and budget."""
+    where, (budget_mb, source) = device(), budget
+    overhead = call_overhead_mb(order.run, context)
+    strict = guard_on(context, source)
+    limit = budget_mb + overhead if strict and order.enforce_budget else None
+    if where.type == "cpu":
+        prepare_process(order.run.model, strict=strict)
+    try:
+        with PeakMeter(where, limit_mb=limit) as meter, budget_guard(meter):
+            out = call()
+    except OverBudget as over:
+        log(WARNING, "stopped: %.1f MB measured passed the budget of %.1f MB (%.1f MB "
+            "predicted)", over.measured_mb, over.budget_mb, need_mb + overhead)  # fmt: skip
+        reason = f"over budget while training: measured {over.measured_mb:.1f} MB"
+        refused = Refused(need_mb, budget_mb, reason, over.measured_mb)
+        return Message(refused.content(), reply_to=msg)
+    assert meter.result is not None
+    return out, Call(meter.result, budget_mb + overhead, need_mb + overhead, strict)
 
 
 def refusal(
@@ -54,17 +182,15 @@ def refusal(
     return Message(Refused(own_mb, budget_mb, reason).content(), reply_to=msg)
 
 
-def local_loader(order: Order, context: Context) -> tuple[DataLoader, np.ndarray, int]:
-    """This node's training loader (seeded per round), its labels, and the round seed.
-
-    A ``data-dir`` in the node's own config (deployment) wins over the run's.
-    """
+def _partition(run: RunSpec, context: Context) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """This node's training images and labels (subsampled), its partition id, and the
+    bytes of the whole partition as read. A ``data-dir`` in the node's config wins."""
     # Imported here: the data stack (datasets, pyarrow, pandas, flwr-datasets,
     # torchvision) takes seconds, and a deployed ClientApp starts a fresh
     # process for every message, budget queries included.
-    from profl_strategy.task.dataset import load_partition, make_loader, subsample_rows
+    from profl_strategy.task.dataset import load_partition, subsample_rows
 
-    node, data, seed = context.node_config, order.run.data, order.run.seed
+    node, data, seed = context.node_config, run.data, run.seed
     pid, n = int(node["partition-id"]), int(node["num-partitions"])
     images, labels = load_partition(
         data.dataset,
@@ -76,30 +202,52 @@ def local_loader(order: Order, context: Context) -> tuple[DataLoader, np.ndarray
         seed=seed,
         data_dir=str(node.get("data-dir", data.data_dir)),
     )
+    read = images.nbytes + labels.nbytes
     if data.subsample < 1:
         keep = subsample_rows(len(labels), data.subsample, seed=seed, partition_id=pid)
         images, labels = images[keep], labels[keep]
-    round_seed = seed * 100_003 + order.server_round * 1_009 + pid
-    loader = make_loader(
+    return images, labels, pid, read
+
+
+def _loader(run: RunSpec, images: np.ndarray, labels: np.ndarray, seed: int) -> DataLoader:
+    from profl_strategy.task.dataset import make_loader
+
+    return make_loader(
         images,
         labels,
-        data.dataset,
-        batch_size=order.run.train.batch_size,
+        run.data.dataset,
+        batch_size=run.train.batch_size,
         train=True,
-        seed=round_seed,
-        channels_last=order.run.train.channels_last,
+        seed=seed,
+        channels_last=run.train.channels_last,
     )
-    return loader, np.asarray(labels), round_seed
+
+
+def local_loader(order: Order, context: Context) -> tuple[DataLoader, np.ndarray, int]:
+    """This node's training loader (seeded per round), its labels, and the round seed."""
+    images, labels, pid, _ = _partition(order.run, context)
+    round_seed = order.run.seed * 100_003 + order.server_round * 1_009 + pid
+    return _loader(order.run, images, labels, round_seed), np.asarray(labels), round_seed
+
+
+_data_mb: dict[tuple[Any, ...], float] = {}
+
+
+def data_mb(run: RunSpec, context: Context) -> float:
+    """MB a training call holds for its data, whatever the model: the dataset the loader
+    serves from (images, labels, CIFAR's padded copy) and, when subsampling, the whole
+    partition it was cut from. The memory model leaves this to the node, which alone
+    knows its partition; its budget for the model is ``memory-mb`` minus this."""
+    cfg = context.node_config
+    key = (run.data, run.seed, cfg.get("partition-id"), cfg.get("num-partitions"),
+           cfg.get("data-dir"))  # fmt: skip
+    if key not in _data_mb:
+        images, labels, _, read = _partition(run, context)
+        held = _loader(run, images, labels, 0).dataset.nbytes()  # type: ignore[attr-defined]
+        _data_mb[key] = (held + (read if run.data.subsample < 1 else 0)) / 2**20
+    return _data_mb[key]
 
 
 def device() -> torch.device:
-    """CUDA if there is one (its peak counter reset), else the CPU."""
-    found = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if found.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(found)
-    return found
-
-
-def peak_mb(where: torch.device) -> float:
-    """CUDA peak since :func:`device` (0 on the CPU: no measured figure there)."""
-    return torch.cuda.max_memory_allocated(where) / 2**20 if where.type == "cuda" else 0.0
+    """CUDA if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from logging import ERROR
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.common import log
 
-from client_app.node import device, local_loader, node_budget, peak_mb, refusal
+from client_app.node import device, guard_on, local_loader, node_budget, refusal, run_measured
 from profl_strategy.budgets import NodeConfigError
 from profl_strategy.memory import estimate_step
 from profl_strategy.plans.memory import estimate_plan
@@ -21,9 +23,10 @@ from profl_strategy.protocol import (
     BudgetQuery,
     ConfigProblem,
     StepOrder,
-    Trained,
 )
-from profl_strategy.step_model import StepModel, step_loss
+from profl_strategy.runtime import prepare_process
+from profl_strategy.step_model import Step, StepModel, step_loss
+from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
 
@@ -41,7 +44,32 @@ def budget(msg: Message, context: Context) -> Message:
         log(ERROR, "%s", err)
         return Message(ConfigProblem(str(err)).content(), reply_to=msg)
     partition = int(context.node_config.get("partition-id", -1))
-    return Message(Budget(mb, source, partition).content(), reply_to=msg)
+    where = device()
+    strict = guard_on(context, source)
+    idle = prepare_process(query.run.model, strict) if where.type == "cpu" else 0.0
+    reply = Budget(mb, source, partition, where.type, idle)
+    return Message(reply.content(), reply_to=msg)
+
+
+def fit_step(
+    key: ModelKey,
+    step: Step,
+    plan: Plan | None,
+    arrays: ArrayRecord,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    hyper: dict[str, Any],
+) -> tuple[float, int, ArrayRecord]:
+    """Build ``step``'s model from ``arrays``, train it under ``plan``; mean loss, examples
+    seen and the trained arrays. What a train call does once its data is loaded
+    (``benchmarks.cpu_memory`` measures exactly this)."""
+    model = StepModel.of(key, step)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    if plan is None or plan == Plan():
+        loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))  # type: ignore[arg-type]
+    else:
+        loss, seen = train_with_plan(model, loader, plan, **hyper)
+    state = model.state_dict()
+    return loss, seen, ArrayRecord({k: state[k].detach().cpu() for k in model.trainable_keys()})
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -53,7 +81,7 @@ def train(msg: Message, context: Context) -> Message:
     """
     order = StepOrder.from_record(msg.content[CONFIG])
     key, step, batch = order.run.model, order.step, order.run.train.batch_size
-    budget_mb, _ = node_budget(context, order.run)
+    budget = budget_mb, _ = node_budget(context, order.run)
     plan = Plan.from_label(order.plan) if order.plan is not None else None
     if plan is None:
         need_mb = estimate_step(key, step, batch).total_mb
@@ -62,18 +90,18 @@ def train(msg: Message, context: Context) -> Message:
     refused = refusal(msg, order, need_mb, budget_mb, f"step {step}")
     if refused is not None:
         return refused
-    loader, labels, round_seed = local_loader(order, context)
-    torch.manual_seed(round_seed)
-    model = StepModel.of(key, step)
-    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     where = device()
-    hyper = order.run.train.hyper(device=where)
-    if plan is None or plan == Plan():
-        loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))
-    else:
-        loss, seen = train_with_plan(model, loader, plan, **hyper)
-    state = model.state_dict()
-    trained = ArrayRecord({k: state[k].detach().cpu() for k in model.trainable_keys()})
-    reply = Trained(len(labels), loss, need_mb, budget_mb, peak_mb(where), seen,
-                    plan=(plan or Plan()).label())  # fmt: skip
+
+    def call() -> tuple[float, int, int, ArrayRecord]:
+        loader, labels, round_seed = local_loader(order, context)
+        torch.manual_seed(round_seed)
+        hyper = order.run.train.hyper(device=where)
+        loss, seen, trained = fit_step(key, step, plan, msg.content[ARRAYS], loader, hyper)
+        return loss, seen, len(labels), trained
+
+    done = run_measured(msg, context, order, budget, need_mb, call)
+    if isinstance(done, Message):
+        return done
+    (loss, seen, examples, trained), run = done
+    reply = run.trained(examples, loss, need_mb, budget_mb, seen, plan=(plan or Plan()).label())
     return Message(reply.content(trained), reply_to=msg)

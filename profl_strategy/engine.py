@@ -260,10 +260,16 @@ class Engine(FedAvg):
             self.server_round + 1,
         )
 
+    def on_overrun(self, node: int, sent: Assignment) -> None:
+        """A node's guard stopped ``sent`` over its budget; methods that can avoid
+        handing it the same order again do so (ProFL: that step and plan)."""
+
     # ---- the round loop -------------------------------------------------------------
     def _merge(self, plan: RoundPlan, outcome: RoundOutcome) -> bool:
         """Apply a round's replies if there are enough; count its refusals."""
         self.refusals += outcome.refused
+        for node, sent in outcome.overruns:
+            self.on_overrun(node, sent)
         if len(outcome.good) < self.min_replies:
             return False
         self.apply(plan, outcome)

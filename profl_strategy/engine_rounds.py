@@ -109,6 +109,8 @@ class RoundOutcome:
     refused: int = 0
     failed: int = 0
     rejected: int = 0
+    # nodes whose guard stopped the order at a measured peak over their budget
+    overruns: list[tuple[int, Assignment]] = field(default_factory=list)
 
     def updates(self, rows: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[Update]:
         """The merge's input; ``rows`` (per node) restricts keys to some rows."""
@@ -142,6 +144,16 @@ class RoundOutcome:
             "replies": self.replies,
             "bytes_up": sum(r.content[ARRAYS].count_bytes() for r in self.good),
             "peak_mb_measured": max((r.trained.peak_mb_measured for r in self.good), default=0.0),
+            "measured_nodes": {
+                str(r.node): {
+                    "measured_mb": round(r.trained.peak_mb_measured, 2),
+                    "predicted_mb": round(r.trained.call_predicted_mb, 2),
+                    "budget_mb": round(r.trained.call_budget_mb, 2),
+                    "policy": r.trained.memory_policy,
+                }
+                for r in self.good
+            },
+            "overruns": len(self.overruns),
             "aggregated": len(self.good),
             "plans_used": dict(plans),
         }
@@ -181,6 +193,21 @@ def array_problem(content: RecordDict, shapes: Shapes, examples: float) -> str |
     return None
 
 
+def warn_over(node: int, trained: Trained) -> None:
+    """Log a warning naming the node if its measured peak passed its budget or the
+    prediction (whole-call figures; a node on the fast allocator is held to neither)."""
+    peak, budget, predicted = (trained.peak_mb_measured, trained.call_budget_mb,
+                               trained.call_predicted_mb)  # fmt: skip
+    if trained.memory_policy != "strict" or not budget:
+        return
+    if peak > budget:
+        log(WARNING, "node %s: measured peak %.1f MB is over its budget of %.1f MB "
+            "(predicted %.1f MB)", node, peak, budget, predicted)  # fmt: skip
+    elif peak > predicted:
+        log(WARNING, "node %s: measured peak %.1f MB is over the predicted %.1f MB "
+            "(budget %.1f MB)", node, peak, predicted, budget)  # fmt: skip
+
+
 def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> RoundOutcome:
     """Sort a round's replies into usable ones (in node order) and counted failures."""
     outcome = RoundOutcome()
@@ -197,6 +224,8 @@ def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> Roun
             outcome.refused += 1
             log(WARNING, "node %s refused: needs %.1f MB, budget %.1f MB (%s)",
                 node, answer.need_mb, answer.memory_mb, answer.reason)  # fmt: skip
+            if answer.measured_mb > 0 and sent is not None:
+                outcome.overruns.append((node, sent))
             continue
         why = problem(reply, answer, sent)
         if why:
@@ -204,6 +233,7 @@ def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> Roun
             log(WARNING, "reply of node %s rejected: %s", node, why)
             continue
         assert sent is not None and isinstance(answer, Trained)
+        warn_over(node, answer)
         outcome.good.append(Returned(node, sent, answer, reply.content))
     # Sum in a fixed order: float addition is not associative, replies come in any order.
     outcome.good.sort(key=lambda r: nodes.order(r.node))

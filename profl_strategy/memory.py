@@ -10,7 +10,17 @@ The estimate is the sum of what stays allocated through one optimiser step:
 - the largest transient of the no-grad frozen prefix (a layer's input plus its
   output, which are alive together) and the input batch.
 
-It leaves out allocator slack, cuDNN workspaces and backward temporaries. On
+- the message: the received arrays, which the message holds through the call,
+  and the reply's copy of what was trained (:func:`message_bytes`); host
+  memory, which on a CPU or a unified-memory board is the device's;
+- backward's gradient temporaries: while a node's backward runs, the gradient
+  of its output and of its input are alive together, two activation-sized
+  tensors the saved-tensor count does not see; :data:`BACKWARD_TEMPORARIES`
+  times the largest saved activation (:func:`largest_saved_bytes`) bounds them.
+
+It leaves out allocator slack and cuDNN workspaces: on the CPU a node fixes
+glibc's mmap threshold so that freed activations go back to the system
+(:mod:`profl_strategy.runtime`), and measured peaks stay under this model. On
 CUDA, PyTorch also allocates a cuBLAS workspace per (thread, stream) from the
 same caching allocator; :func:`cuda_workspace_mb` gives that term, which a
 CUDA prediction adds once (see ``benchmarks/memory_model_check.py``).
@@ -33,6 +43,7 @@ from profl_strategy.step_model import Step, StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
 
 MB = 2**20
+BACKWARD_TEMPORARIES = 2  # activation-sized gradients alive in backward (output's and input's)
 # Threads that run cuBLAS in one training step: the caller (forward) and
 # autograd's per-device worker thread (backward), each with its own handle.
 CUBLAS_THREADS = 2
@@ -47,6 +58,7 @@ class MemoryEstimate:
     optimizer_mb: float
     activations_mb: float
     transient_mb: float
+    message_mb: float = 0.0
 
     @property
     def total_mb(self) -> float:
@@ -57,6 +69,7 @@ class MemoryEstimate:
             + self.optimizer_mb
             + self.activations_mb
             + self.transient_mb
+            + self.message_mb
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -110,6 +123,37 @@ def saved_activation_bytes(
     return sum(seen.values()), transient
 
 
+def message_bytes(model: nn.Module) -> int:
+    """Bytes of the arrays a train call receives (the sub-model's whole state) and returns
+    (its trainable parameters and every buffer: an upper bound of the trainable keys)."""
+    received = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
+    trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
+    return received + trainable + _nbytes(list(model.buffers()))
+
+
+def largest_saved_bytes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Any = F.cross_entropy
+) -> int:
+    """Bytes of the largest tensor ``loss_fn(model(x), y)`` saves for backward (not a weight).
+
+    Backward holds the gradient of a node's output while it makes the gradient
+    of its input; the largest saved activation bounds each of them.
+    """
+    ptrs = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    largest = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal largest
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in ptrs:
+            largest = max(largest, storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn(model(x), y)
+    return largest
+
+
 def estimate_training(
     model: nn.Module,
     input_shape: tuple[int, int, int],
@@ -128,6 +172,7 @@ def estimate_training(
     x = torch.randn(batch_size, *input_shape)
     y = torch.randint(0, num_classes, (batch_size,))
     saved, transient = saved_activation_bytes(model, x, y, loss_fn)
+    temporaries = BACKWARD_TEMPORARIES * largest_saved_bytes(model, x, y, loss_fn)
     resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
     trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
     return MemoryEstimate(
@@ -135,7 +180,8 @@ def estimate_training(
         grads_mb=trainable / MB,
         optimizer_mb=optimizer_slots * trainable / MB,
         activations_mb=saved / MB,
-        transient_mb=(transient + _nbytes([x])) / MB,
+        transient_mb=(transient + _nbytes([x]) + temporaries) / MB,
+        message_mb=message_bytes(model) / MB,
     )
 
 

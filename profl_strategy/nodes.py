@@ -36,6 +36,7 @@ class NodeBook:
         self.budgets: dict[int, float] = {}
         self.sources: dict[int, str] = {}
         self.partition_ids: dict[int, int] = {}
+        self.devices: dict[int, str] = {}  # "cpu" or "cuda": where the node trains
         # node -> (round asked, why): nodes without a usable budget (bad node-config,
         # failed budget query), not selected and not asked every round
         self.left_out: dict[int, tuple[int, str]] = {}
@@ -92,6 +93,10 @@ class NodeBook:
             log(INFO, "node %s now states a usable budget and joins the run", node)
         self.budgets[node] = answer.memory_mb
         self.partition_ids[node] = answer.partition_id
+        self.devices[node] = answer.device
+        if answer.source.startswith("auto") and self.sources.get(node) != answer.source:
+            log(INFO, "node %s: budget %.1f MB from the device (%s; idle ClientApp %.0f MB)",
+                node, answer.memory_mb, answer.source, answer.idle_mb)  # fmt: skip
         self.sources[node] = answer.source
 
     @staticmethod

@@ -274,6 +274,11 @@ class Trained(Reply):
     examples_seen: int = 0
     labels: tuple[int, ...] | None = None  # classes present (HeteroFL's masked classifier)
     plan: str | None = None  # the plan label a StepOrder was trained with
+    # whole-call figures over the idle ClientApp (model + data + runtime), to which the
+    # measured peak compares; "strict" when the node held calls to them (client_app.node)
+    call_budget_mb: float = 0.0
+    call_predicted_mb: float = 0.0
+    memory_policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -284,6 +289,7 @@ class Refused(Reply):
     need_mb: float
     memory_mb: float
     reason: str = "over budget"
+    measured_mb: float = 0.0  # > 0: the node's guard stopped the call at this measured peak
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,8 @@ class Budget(Reply):
     memory_mb: float
     source: str
     partition_id: int = -1
+    device: str = "cpu"  # where it trains: "cpu" or "cuda" (host-side plans save nothing on a CPU)
+    idle_mb: float = 0.0  # the idle ClientApp's resident size (CPU), measured
 
 
 @dataclass(frozen=True)

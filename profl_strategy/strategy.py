@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import torch
@@ -61,6 +61,7 @@ class ProFL(Engine):
         torch.manual_seed(self.seed)
         self.model = GlobalModel(self.key.spec(), self.key.out_depth)
         self._step_started: Step | None = None
+        self.barred: dict[tuple[int, Step], set[str]] = {}  # plans a node's guard stopped
 
     # ---- what each node is sent ---------------------------------------------------
     def need_mb(self, step: Step) -> float:
@@ -89,10 +90,25 @@ class ProFL(Engine):
         """Per node with a known budget: ``(plan, estimated peak MB)`` for ``step``, or None."""
         unlimited = self.plans.unlimited(step)
         return {
-            n: self.plans.fit(step, self.budgets[n]) if self.memory_aware else unlimited
+            n: self.plans.fit(
+                step,
+                self.budgets[n],
+                self.nodes.devices.get(n, "cpu"),
+                frozenset(self.barred.get((n, step), ())),
+            )
+            if self.memory_aware
+            else unlimited
             for n in nodes
             if n in self.budgets
         }
+
+    def on_overrun(self, node: int, sent: Assignment) -> None:
+        """Never hand ``node`` this step with this plan again: it measured over budget."""
+        label = sent.note.get("plan", "plain")
+        step = getattr(sent.order, "step", None)
+        if step is not None:
+            self.barred.setdefault((node, step), set()).add(label)
+            log(WARNING, "node %s will not be sent step %s with plan %s again", node, step, label)
 
     def plan_round(self, server_round: int, online: set[int]) -> RoundPlan:
         """Eligible nodes are those some plan (plain training when plans are off) fits;

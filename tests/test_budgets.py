@@ -181,8 +181,11 @@ class CountingGrid(InProcessGrid):
 
 
 @pytest.fixture
-def task_identity() -> None:
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    # These nodes have no data (the budget bookkeeping is under test): no data term, and
+    # budgets read as typed. tests/test_client.py covers the node's data and runtime terms.
+    monkeypatch.setattr("client_app.node.call_overhead_mb", lambda run, context: 0.0)
 
 
 def left_out_lines(caplog: pytest.LogCaptureFixture, node: int) -> list[str]:
@@ -300,7 +303,8 @@ def test_run_goes_on_without_a_nan_node(
 def test_memory_unaware_profl_with_plans_is_never_refused(data_dir: Path, tmp_path: Path) -> None:
     """Without budgets (the upper bound) each order's estimate is the one the node makes."""
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    nodes = [{"partition-id": i, "num-partitions": 300, "memory-mb": 1.0} for i in range(3)]
+    # 5 MB: above the data and runtime terms (3.7 MB), below every step's need
+    nodes = [{"partition-id": i, "num-partitions": 300, "memory-mb": 5.0} for i in range(3)]
     summary = run_profl(
         InProcessGrid(nodes),
         {"preset": "laptop", "data-dir": str(data_dir), "outputs-dir": str(tmp_path),

@@ -27,6 +27,7 @@ from profl_strategy.protocol import (
     TrainSpec,
     read_reply,
 )
+from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
 from profl_strategy.step_model import GlobalModel, Step, StepModel
 from profl_strategy.task.model_key import ModelKey
 
@@ -82,7 +83,18 @@ def context(node_config: dict) -> Context:
     return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
 
 
-NODE = {"partition-id": 3, "num-partitions": 200}
+# The guard measures this pytest process, which holds whatever earlier tests left: off here
+# (tests/test_memory_cap.py runs it in fresh processes).
+NODE = {"partition-id": 3, "num-partitions": 200, "memory-guard": "false"}
+# What a CPU node takes off its budget besides the model: its 300 Fashion-MNIST rows (uint8
+# images, int64 labels) and the runtime allowance.
+DATA_MB = 300 * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB
+
+
+@pytest.fixture
+def simulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As inside Flower's simulation engine, where budgets come from the memory profile."""
+    monkeypatch.setattr("client_app.node.in_simulation", lambda: True)
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +105,7 @@ def task_identity() -> None:
 
 def test_over_budget_node_refuses_without_training(data_dir: Path) -> None:
     need = step_need_mb()
-    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 0.9}))
+    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 0.9 + DATA_MB}))
     answer = read_reply(reply.content)
     assert isinstance(answer, Refused) and answer.need_mb == pytest.approx(need)
     assert answer.reason == "over budget"
@@ -112,7 +124,8 @@ def test_node_refuses_an_order_whose_estimate_disagrees_with_its_own(data_dir: P
 
 def test_node_within_budget_returns_only_trained_keys(data_dir: Path) -> None:
     need = step_need_mb()
-    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 1.1}))
+    budget = need * 1.1 + DATA_MB
+    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": budget}))
     sub = StepModel(KEY.spec(), STEP, KEY.out_depth)
     assert sorted(reply.content["arrays"].keys()) == sorted(sub.trainable_keys())
     assert not any(k.startswith("blocks.0.") for k in reply.content["arrays"].keys())
@@ -123,21 +136,46 @@ def test_node_within_budget_returns_only_trained_keys(data_dir: Path) -> None:
 
 def test_node_trains_on_its_subsample(data_dir: Path) -> None:
     msg = message(data_dir, TRAIN_STEP, subsample=0.5)
-    reply = train_handler(msg, context(NODE | {"memory-mb": step_need_mb() * 1.1}))
+    reply = train_handler(msg, context(NODE | {"memory-mb": step_need_mb() * 1.1 + DATA_MB}))
     answer = read_reply(reply.content)
     assert isinstance(answer, Trained) and answer.num_examples == 150  # half of the 300 rows
 
 
-def test_budget_query_follows_the_profile_or_node_config(data_dir: Path) -> None:
+def test_budget_query_follows_the_profile_or_node_config(data_dir: Path, simulated: None) -> None:
     msg = message(data_dir, QUERY_BUDGET)
-    simulated = read_reply(budget_handler(msg, context(NODE)).content)
-    assert isinstance(simulated, Budget)
-    assert simulated.source.startswith("uniform-tiers")
-    assert simulated.partition_id == 3
+    profile = read_reply(budget_handler(msg, context(NODE)).content)
+    assert isinstance(profile, Budget)
+    assert profile.source.startswith("uniform-tiers")
+    assert profile.partition_id == 3
+    assert profile.device == "cpu" and profile.idle_mb > 0
     deployed = read_reply(budget_handler(msg, context(NODE | {"memory-mb": 64})).content)
     assert isinstance(deployed, Budget)
-    assert deployed.memory_mb == 64.0
+    assert deployed.memory_mb == pytest.approx(64.0 - DATA_MB)  # data and runtime held too
     assert deployed.source == "node-config"
+
+
+def test_deployed_node_without_memory_mb_refuses_and_suggests_auto(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROFL_SIMULATION", raising=False)  # an in-process run may have set it
+    reply = budget_handler(message(data_dir, QUERY_BUDGET), context(NODE))
+    answer = read_reply(reply.content)
+    assert isinstance(answer, ConfigProblem)
+    assert "node-config has no memory-mb" in answer.config_error
+    assert "memory-mb=auto" in answer.config_error
+    with pytest.raises(NodeConfigError, match="memory-mb=auto"):
+        train_handler(message(data_dir, TRAIN_STEP), context(NODE))
+
+
+def test_memory_mb_auto_takes_what_the_device_gives(data_dir: Path) -> None:
+    from profl_strategy.device_memory import auto_budget_mb
+
+    expected, _ = auto_budget_mb()
+    reply = budget_handler(message(data_dir, QUERY_BUDGET), context(NODE | {"memory-mb": "auto"}))
+    answer = read_reply(reply.content)
+    assert isinstance(answer, Budget) and answer.source.startswith("auto: ")
+    # MemAvailable moves a little between two reads
+    assert answer.memory_mb == pytest.approx(expected - DATA_MB, rel=0.05)
 
 
 def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
@@ -146,13 +184,13 @@ def test_node_below_plain_need_trains_with_its_plan(data_dir: Path) -> None:
     need = step_need_mb(plan)
     assert need < plain
     msg = message(data_dir, TRAIN_STEP, plan=plan)
-    budget = (need + plain) / 2  # too small for plain training, enough for the plan
+    budget = (need + plain) / 2 + DATA_MB  # too small for plain training, enough for the plan
     reply = train_handler(msg, context(NODE | {"memory-mb": budget}))
     answer = read_reply(reply.content)
     assert isinstance(answer, Trained)
     assert answer.plan == "mb4+ckpt"
     assert answer.need_mb == pytest.approx(need)
-    tight = train_handler(msg, context(NODE | {"memory-mb": need * 0.9}))
+    tight = train_handler(msg, context(NODE | {"memory-mb": need * 0.9 + DATA_MB}))
     assert isinstance(read_reply(tight.content), Refused)
 
 

@@ -18,7 +18,14 @@ from functools import lru_cache, partial
 import torch
 from torch import nn
 
-from profl_strategy.memory import MB, MemoryEstimate, saved_activation_bytes
+from profl_strategy.memory import (
+    BACKWARD_TEMPORARIES,
+    MB,
+    MemoryEstimate,
+    largest_saved_bytes,
+    message_bytes,
+    saved_activation_bytes,
+)
 from profl_strategy.plans.forward import PlanForward
 from profl_strategy.plans.plan import Plan, candidate_plans
 from profl_strategy.step_model import Step, StepModel, block_shapes
@@ -111,35 +118,18 @@ def _segment_peaks(
 
 
 _PROBE_BATCHES = (2, 3, 4)
-BACKWARD_TEMPORARIES = 2  # activation-sized gradients alive in backward (output's and input's)
 Terms = tuple[int, ...]
 
 
-def largest_saved_bytes(fwd: PlanForward, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes of the largest tensor the (plain, not checkpointed) forward saves for backward.
-
-    Backward holds the gradient of a node's output while it makes the gradient
-    of its input, two activation-sized temporaries that the saved-tensor count
-    does not see; the largest saved activation bounds each of them.
-    """
-    ptrs = {t.untyped_storage().data_ptr() for t in [*fwd.parameters(), *fwd.buffers()]}
-    largest = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal largest
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in ptrs:
-            largest = max(largest, storage.nbytes())
-        return t
-
+def plain_largest_saved_bytes(fwd: PlanForward, x: torch.Tensor, y: torch.Tensor) -> int:
+    """:func:`~profl_strategy.memory.largest_saved_bytes` of ``fwd`` run plainly (not
+    checkpointed): what backward's temporaries are sized by."""
     was = fwd.checkpointed
     fwd.checkpointed = False
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            torch.nn.functional.cross_entropy(fwd(x), y)
+        return largest_saved_bytes(fwd, x, y)
     finally:
         fwd.checkpointed = was
-    return largest
 
 
 def _forward_terms(key: ModelKey, model: StepModel, shape: Plan, batch: int) -> tuple[int, ...]:
@@ -148,7 +138,7 @@ def _forward_terms(key: ModelKey, model: StepModel, shape: Plan, batch: int) -> 
     ``(saved, prefix_transient, input, largest, *recompute_peaks)``: what the
     forward saves for backward (:func:`~profl_strategy.memory.saved_activation_bytes`),
     the largest no-grad prefix transient, the input chunk, the largest saved
-    activation (:func:`largest_saved_bytes`), and with checkpointing the saved
+    activation (:func:`plain_largest_saved_bytes`), and with checkpointing the saved
     bytes alive while each segment is recomputed.
     """
     fwd = PlanForward(model, shape)
@@ -156,7 +146,7 @@ def _forward_terms(key: ModelKey, model: StepModel, shape: Plan, batch: int) -> 
     x = torch.randn(batch, *(shape_in or key.input_shape))
     y = torch.randint(0, key.num_classes, (batch,))
     saved, transient = saved_activation_bytes(fwd, x, y)
-    largest = largest_saved_bytes(fwd, x, y)
+    largest = plain_largest_saved_bytes(fwd, x, y)
     peaks = recompute_peak_bytes(fwd, x, y)[1] if shape.checkpoint else []
     return (saved, transient, _nbytes([x]), largest, *peaks)
 
@@ -200,9 +190,9 @@ def forward_terms(key: ModelKey, step: Step, shape: Plan, batch_size: int) -> tu
 
 
 @lru_cache(maxsize=256)
-def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int]:
+def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int, int]:
     """Bytes of a step's weights: ``(resident, frozen prefix, trainable,
-    largest one-node gradient set, largest trainable tensor)``."""
+    largest one-node gradient set, largest trainable tensor, message)``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = StepModel.of(key, step)
@@ -213,6 +203,7 @@ def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int]
         _nbytes(trainable),
         _largest_node_grad(model),
         max((_nbytes([p]) for p in trainable), default=0),
+        message_bytes(model),
     )
 
 
@@ -251,7 +242,7 @@ def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> Mem
     shape = Plan(checkpoint=plan.checkpoint, offload_prefix=plan.offload_prefix)
     saved, transient, inputs, largest_act, *peaks = forward_terms(key, step, shape, mb)
     activations = max([saved, *peaks])
-    resident, frozen, train_bytes, node_grad, largest = parameter_terms(key, step)
+    resident, frozen, train_bytes, node_grad, largest, message = parameter_terms(key, step)
     params = resident - frozen * plan.offload_prefix
     grads = node_grad if plan.fused_step else train_bytes
     optimizer = {"sgd-momentum": train_bytes, "sgd-momentum-host": largest, "sgd": 0}
@@ -261,6 +252,7 @@ def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> Mem
         optimizer_mb=optimizer[plan.optimizer] / MB,
         activations_mb=activations / MB,
         transient_mb=(transient + inputs + BACKWARD_TEMPORARIES * largest_act) / MB,
+        message_mb=message / MB,
     )
     if not plan.offload_prefix:
         return train

@@ -7,6 +7,11 @@ fastest plan of :mod:`profl_strategy.plans.plan` whose estimated peak fits, so n
 too small for plain training still take part. The ClientApp re-checks the
 plan it is sent against its own budget with the same estimate.
 
+On a CPU node the host is the device: an offloaded prefix or host-side momentum
+moves nothing off it, so those plans are not offered there (``device="cpu"``).
+A plan whose measured peak passed a node's budget (its guard stopped it) is
+not handed to that node again for that step (``exclude``).
+
 Condensing steps (stage 1, ``condense: distill``) train only a small output
 module behind a frozen teacher: they always train plainly.
 """
@@ -23,6 +28,11 @@ from profl_strategy.step_model import STAGE_CONDENSE, Step
 from profl_strategy.task.model_key import ModelKey
 
 PLAIN = "plain"
+
+
+def host_free(plan: Plan) -> bool:
+    """True if the plan keeps nothing in host memory (so it saves memory on a CPU too)."""
+    return not plan.offload_prefix and plan.optimizer != "sgd-momentum-host"
 
 
 class PlanPicker:
@@ -47,6 +57,7 @@ class PlanPicker:
         self.candidates = candidate_plans(
             batch_size, allow_inexact=mode == "any", min_micro_batch=min_micro_batch
         )
+        self.on_cpu = [p for p in self.candidates if host_free(p)]
         self.fit = lru_cache(maxsize=4096)(self._fit)
 
     @property
@@ -69,12 +80,22 @@ class PlanPicker:
             return PLAIN, self.plain_mb(step)
         return PLAIN, estimate_plan(self.key, step, self.batch_size, Plan()).total_mb
 
-    def _fit(self, step: Step, budget_mb: float) -> tuple[str, float] | None:
-        """``(plan label, estimated peak MB)`` a node with ``budget_mb`` uses, or None."""
+    def _fit(
+        self,
+        step: Step,
+        budget_mb: float,
+        device: str = "cuda",
+        exclude: frozenset[str] = frozenset(),
+    ) -> tuple[str, float] | None:
+        """``(plan label, estimated peak MB)`` a node with ``budget_mb`` on ``device`` uses,
+        never one of ``exclude``; or None."""
         if self.plain_only(step):
             need = self.plain_mb(step)
-            return (PLAIN, need) if need <= budget_mb else None
-        plan = choose_plan(self.key, step, self.batch_size, budget_mb, self.candidates)
+            return (PLAIN, need) if need <= budget_mb and PLAIN not in exclude else None
+        pool = self.on_cpu if device == "cpu" else self.candidates
+        if exclude:
+            pool = [p for p in pool if p.label() not in exclude]
+        plan = choose_plan(self.key, step, self.batch_size, budget_mb, pool)
         if plan is None:
             return None
         return plan.label(), estimate_plan(self.key, step, self.batch_size, plan).total_mb

@@ -89,6 +89,11 @@ class ImageDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def nbytes(self) -> int:
+        """Bytes this dataset keeps alive: images, labels and the padded copy to crop from."""
+        held = [self.images, self.labels] + ([self.augment.padded] if self.augment else [])
+        return sum(t.untyped_storage().nbytes() for t in held)
+
     def __getitem__(self, index: int) -> Batch:
         images, labels = self.__getitems__([index])
         return images[0], labels[0]

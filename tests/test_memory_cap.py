@@ -1,0 +1,83 @@
+"""Measured peaks stay under the memory model's prediction, and a node stops itself past its budget.
+
+Every measurement runs in a fresh process, prepared as a node prepares itself
+(:func:`profl_strategy.runtime.prepare_process`): a pytest process holds
+whatever earlier tests left, which is no node's idle state.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [
+    "cnn:0.5:32:s2b0:plain",  # the default run's model and batch (issue 36's table)
+    "cnn:0.5:32:s2b0:mb8",
+    "cnn:0.5:32:s2b3:fused",
+    "cnn:0.25:16:d2:plain",  # DepthFL's sub-model
+    "cnn:0.25:16:w0.5:plain",  # HeteroFL's half width
+    "resnet18:0.25:16:s2b1:ckpt",
+]
+
+
+def fresh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=False,
+        env=os.environ | {"PROFL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_measured_peak_is_under_the_prediction(row: str) -> None:
+    out = fresh("-m", "benchmarks.cpu_memory", "--row", row)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["method"] == "VmHWM"  # the kernel's high-water mark, not a sample
+    assert 0 < result["measured_mb"] <= result["predicted_mb"], result
+
+
+GUARDED_CALL = textwrap.dedent(
+    """
+    import json, torch
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+    import client_app.step as step
+    from profl_strategy.protocol import read_reply
+    from tests.test_client import NODE, message
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    # A memory model that claims 0.5 MB, and a call that holds 20 MB more than it trains:
+    # the check before training passes, the call cannot stay within its budget.
+    class Tiny:
+        total_mb = 0.5
+    step.estimate_step = lambda *a, **k: Tiny()
+    fit = step.fit_step
+    def heavy_fit(*args):
+        ballast = torch.ones(5 * 2**20)  # 20 MB, written
+        return fit(*args)
+    step.fit_step = heavy_fit
+    msg = message({data_dir!r}, "train.step", need_mb=0.5)
+    config = NODE | {{"memory-mb": 0.5 + {data_mb!r}, "memory-guard": "true"}}
+    reply = step.train(msg, Context(1, 1, config, RecordDict(), {{}}))
+    answer = read_reply(reply.content)
+    print(json.dumps({{"kind": answer.kind, "measured": getattr(answer, "measured_mb", 0),
+                      "reason": getattr(answer, "reason", ""),
+                      "arrays": len(reply.content.array_records)}}))
+    """
+)
+
+
+def test_a_node_past_its_budget_stops_and_refuses(data_dir: Path) -> None:
+    from tests.test_client import DATA_MB
+
+    code = GUARDED_CALL.format(data_dir=str(data_dir), data_mb=DATA_MB)
+    out = fresh("-c", code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["kind"] == "refused" and answer["arrays"] == 0  # stopped, nothing sent
+    assert answer["measured"] > 0.5 and "over budget while training" in answer["reason"]
