@@ -24,20 +24,23 @@ from profl_strategy.budgets import NodeConfigError, node_budget_mb, partition_of
 from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
 from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
-from profl_strategy.peak import Measurement, PeakMeter
+from profl_strategy.peak import Measurement, PeakMeter, rss_mb
 from profl_strategy.protocol import Order, Refused, RunSpec, Trained
 from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process
 
 _logged_budget: set[str] = set()
 
 
+def in_process_engine() -> bool:
+    """True in this app's in-process engine (:mod:`server_app.inprocess`): the server and
+    every node share one process."""
+    return os.environ.get("PROFL_INPROCESS_ENGINE") == "1"
+
+
 def in_simulation() -> bool:
-    """True inside Flower's simulation engine (a Ray actor) or this app's in-process
-    engine (``PROFL_SIMULATION=1``)."""
+    """True inside Flower's simulation engine (a Ray actor) or the in-process engine."""
     ray = sys.modules.get("ray")  # only if the simulation engine loaded it
-    if ray is not None and ray.is_initialized():
-        return True
-    return os.environ.get("PROFL_SIMULATION") == "1"
+    return (ray is not None and ray.is_initialized()) or in_process_engine()
 
 
 def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
@@ -153,7 +156,10 @@ def run_measured(
     if where.type == "cpu":
         prepare_process(order.run.model, strict=strict)
     try:
-        with PeakMeter(where, limit_mb=limit) as meter, budget_guard(meter):
+        # Sharing a process with the server, a node has no idle size of its own: its peak
+        # is counted from the resident size at the call's start.
+        baseline = rss_mb() if in_process_engine() and where.type == "cpu" else None
+        with PeakMeter(where, limit, baseline) as meter, budget_guard(meter):
             out = call()
     except OverBudget as over:
         log(WARNING, "stopped: %.1f MB measured passed the budget of %.1f MB (%.1f MB "

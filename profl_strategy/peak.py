@@ -106,9 +106,10 @@ class Measurement:
 class PeakMeter:
     """Measure a call's peak on ``device``; optionally watch it against a limit.
 
-    With ``limit_mb`` a thread samples the resident size (CPU) during the call
-    and sets :attr:`tripped` once the call's peak passes the limit, so the
-    call can stop itself (:class:`~profl_strategy.guard.BudgetGuard`) before the
+    ``baseline_mb`` replaces the idle size where a process hosts more than one
+    node and a server (the in-process engine). With ``limit_mb`` a thread samples
+    the resident size (CPU) during the call and sets :attr:`tripped` once the call's peak passes the limit, so the
+    call can stop itself (:func:`~profl_strategy.guard.budget_guard`) before the
     operating system kills it.
 
     Examples
@@ -118,9 +119,12 @@ class PeakMeter:
     >>> meter.result.peak_mb  # doctest: +SKIP
     """
 
-    def __init__(self, device: torch.device, limit_mb: float | None = None) -> None:
+    def __init__(
+        self, device: torch.device, limit_mb: float | None = None, baseline_mb: float | None = None
+    ) -> None:
         self.device = device
         self.limit_mb = limit_mb
+        self.baseline_mb = baseline_mb
         self.tripped = threading.Event()
         self._stop = threading.Event()
         self._sampled = 0.0
@@ -132,10 +136,11 @@ class PeakMeter:
         """The call's peak so far, over the idle process (CPU) or on the device (CUDA)."""
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / MB
+        base = idle_rss_mb() if self.baseline_mb is None else self.baseline_mb
         if self._method == "VmHWM":
             hwm = _status_mb("VmHWM") or 0.0
-            return max(hwm, self._sampled) - idle_rss_mb()
-        return max(self._sampled, rss_mb()) - idle_rss_mb()
+            return max(hwm, self._sampled) - base
+        return max(self._sampled, rss_mb()) - base
 
     def __enter__(self) -> PeakMeter:
         if self.device.type == "cuda":

@@ -56,8 +56,9 @@ class InProcessGrid(Grid):
         # Flower's Message needs the identity of the task building it; in-process this
         # process is run 1's ServerApp (node 0) and hosts its ClientApps.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        # Its nodes are simulated: without memory-mb they take the profile's budgets.
-        os.environ["PROFL_SIMULATION"] = "1"
+        # Its nodes are simulated (without memory-mb they take the profile's budgets) and
+        # share this process with the server (their peaks are measured per call).
+        os.environ["PROFL_INPROCESS_ENGINE"] = "1"
         self.contexts = {
             i + 1: Context(
                 run_id=1, node_id=i + 1, node_config=nc, state=RecordDict(), run_config={}

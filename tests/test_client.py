@@ -105,7 +105,8 @@ def task_identity() -> None:
 
 def test_over_budget_node_refuses_without_training(data_dir: Path) -> None:
     need = step_need_mb()
-    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": need * 0.9 + DATA_MB}))
+    budget = need * 0.9 + DATA_MB
+    reply = train_handler(message(data_dir, TRAIN_STEP), context(NODE | {"memory-mb": budget}))
     answer = read_reply(reply.content)
     assert isinstance(answer, Refused) and answer.need_mb == pytest.approx(need)
     assert answer.reason == "over budget"
@@ -157,7 +158,7 @@ def test_budget_query_follows_the_profile_or_node_config(data_dir: Path, simulat
 def test_deployed_node_without_memory_mb_refuses_and_suggests_auto(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PROFL_SIMULATION", raising=False)  # an in-process run may have set it
+    monkeypatch.delenv("PROFL_INPROCESS_ENGINE", raising=False)  # an in-process run set it
     reply = budget_handler(message(data_dir, QUERY_BUDGET), context(NODE))
     answer = read_reply(reply.content)
     assert isinstance(answer, ConfigProblem)

@@ -81,3 +81,54 @@ def test_a_node_past_its_budget_stops_and_refuses(data_dir: Path) -> None:
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     assert answer["kind"] == "refused" and answer["arrays"] == 0  # stopped, nothing sent
     assert answer["measured"] > 0.5 and "over budget while training" in answer["reason"]
+
+
+END_TO_END = textwrap.dedent(
+    """
+    import json, sys
+    from profl_strategy.memory import estimate_full
+    from profl_strategy.plans.picker import PlanPicker
+    from profl_strategy.schedule import progressive_steps
+    from profl_strategy.task.model_key import ModelKey
+    from server_app.app import run_profl
+    from server_app.inprocess import InProcessGrid
+
+    data_dir, out = sys.argv[1], sys.argv[2]
+    key, batch, overhead = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1), 32, {overhead!r}
+    picker = PlanPicker(key, batch, "exact", 4)
+    steps = progressive_steps(key.spec().num_blocks)
+    # Budgets equal to a prediction: the full model's, the hardest step's plain need, and the
+    # cheapest plan of the hardest step, each plus what the node holds besides the model.
+    hardest = max(steps, key=picker.plain_mb)
+    needs = [estimate_full(key, batch).total_mb, picker.plain_mb(hardest),
+             picker.lowest_mb(hardest)]
+    nodes = [{{"partition-id": i, "num-partitions": 200, "memory-mb": need + overhead,
+               "memory-guard": "true"}} for i, need in enumerate(needs)]
+    summary = run_profl(InProcessGrid(nodes), {{
+        "preset": "laptop", "data-dir": data_dir, "outputs-dir": out, "width": 0.25,
+        "plans": "exact", "num-server-rounds": 8, "min-rounds-per-step": 1,
+        "max-rounds-stage1": 1, "max-rounds-stage2": 1, "fraction-train": 1.0,
+        "eval-every": 100, "checkpoint-every": 0}})
+    print(json.dumps(summary["run_dir"] if "run_dir" in summary else out))
+    """
+)
+
+
+def test_nodes_at_their_predicted_budget_stay_under_it_in_every_round(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
+
+    overhead = 300 * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB  # 300 rows a node
+    code = END_TO_END.format(overhead=overhead)
+    out = fresh("-c", code, str(data_dir), str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (results,) = tmp_path.rglob("results.json")
+    rounds = json.loads(results.read_text())["rounds"]
+    measured = [(r["round"], n, m) for r in rounds for n, m in r.get("measured_nodes", {}).items()]
+    # the third node fits only the hardest step's cheapest plan, not every step's
+    assert len(measured) >= 2 * len(rounds) and len(rounds) == 8, rounds
+    for rnd, node, m in measured:
+        assert m["policy"] == "strict"
+        assert 0 < m["measured_mb"] <= m["budget_mb"], (rnd, node, m)
+    assert all(r.get("overruns", 0) == 0 for r in rounds)
