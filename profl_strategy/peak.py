@@ -108,9 +108,9 @@ class PeakMeter:
 
     ``baseline_mb`` replaces the idle size where a process hosts more than one
     node and a server (the in-process engine). With ``limit_mb`` a thread samples
-    the resident size (CPU) during the call and sets :attr:`tripped` once the call's peak passes the limit, so the
-    call can stop itself (:func:`~profl_strategy.guard.budget_guard`) before the
-    operating system kills it.
+    the resident size (CPU) during the call and sets :attr:`tripped` once the
+    call's peak passes the limit, so the call can stop itself
+    (:func:`~profl_strategy.guard.budget_guard`) before the OS kills it.
 
     Examples
     --------
