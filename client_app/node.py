@@ -24,11 +24,11 @@ from profl_strategy.budgets import NodeConfigError, node_budget_mb, partition_of
 from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
 from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
-from profl_strategy.peak import Measurement, PeakMeter, rss_mb
+from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb, rss_mb
 from profl_strategy.protocol import Order, Refused, RunSpec, Trained
 from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process
 
-_logged_budget: set[str] = set()
+_logged: set[str] = set()
 
 
 def in_process_engine() -> bool:
@@ -75,8 +75,8 @@ def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
     deployed = source == "node-config" or source.startswith("auto")
     if deployed and torch.cuda.is_available():
         mb -= cuda_workspace_mb(torch.cuda.get_device_capability())
-    if deployed and source not in _logged_budget:
-        _logged_budget.add(source)
+    if deployed and source not in _logged:
+        _logged.add(source)
         log(INFO, "SuperNode %s: budget %.1f MB (%s), %.1f MB of it for data and runtime, "
             "idle ClientApp %.0f MB", node, mb, source, overhead,
             prepare_process(run.model, strict=guard_on(context, source)))  # fmt: skip
@@ -168,6 +168,11 @@ def run_measured(
         refused = Refused(need_mb, budget_mb, reason, over.measured_mb)
         return Message(refused.content(), reply_to=msg)
     assert meter.result is not None
+    if "peak" not in _logged:
+        _logged.add("peak")
+        log(INFO, "first call's peak %s over %s; idle ClientApp %.0f MB, %s allocator policy",
+            meter.result.describe(), "its start" if baseline is not None else "the idle ClientApp",
+            idle_rss_mb(), "strict" if strict else "fast")  # fmt: skip
     return out, Call(meter.result, budget_mb + overhead, need_mb + overhead, strict)
 
 
