@@ -20,7 +20,7 @@ from flwr.app import Context, Message
 from flwr.common import log
 from torch.utils.data import DataLoader
 
-from profl_strategy.budgets import NodeConfigError, node_budget_mb, partition_of
+from profl_strategy.budgets import NodeConfigError, memory_mb_of, node_budget_mb, partition_of
 from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
 from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
@@ -53,24 +53,25 @@ def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
     a config the run cannot use, so no handler ever trains with a made-up budget.
     """
     config, node = dict(context.node_config), str(context.node_id)
-    if str(config.get("memory-mb", "")).strip().lower() == "auto":
-        partition_of(config, node)
-        try:
-            mb, source = auto_budget_mb()
-        except DeviceMemoryError as err:
-            raise NodeConfigError(f"SuperNode {node}: {err}") from None
-    elif "memory-mb" in config:
-        mb, source = node_budget_mb(config, run.memory, run.full_peak_mb, run.seed, node_id=node)
-    elif not in_simulation():
+    auto = str(config.get("memory-mb", "")).strip().lower() == "auto"
+    if "memory-mb" not in config and not in_simulation():
         raise NodeConfigError(
             f"SuperNode {node}: node-config has no memory-mb. A deployed node trains only "
             "within a budget it states (simulated memory profiles are for simulation): add "
             "memory-mb=auto to take what this device can give, or memory-mb=<MB>, e.g. "
             '--node-config "partition-id=0 num-partitions=3 memory-mb=auto"'
         )
+    partition_of(config, node)  # checked before its data is read
+    if "memory-mb" in config and not auto:
+        memory_mb_of(config, node)
     overhead = call_overhead_mb(run, context)
-    if "memory-mb" not in config:  # a tier of the profile holds a share of full training here
-        full = run.full_peak_mb + overhead
+    if auto:
+        try:
+            mb, source = auto_budget_mb()
+        except DeviceMemoryError as err:
+            raise NodeConfigError(f"SuperNode {node}: {err}") from None
+    else:  # a profile's tier holds a share of what full training takes on this node
+        full = run.full_peak_mb + overhead * ("memory-mb" not in config)
         mb, source = node_budget_mb(config, run.memory, full, run.seed, node_id=node)
     deployed = source == "node-config" or source.startswith("auto")
     if deployed and torch.cuda.is_available():
