@@ -43,7 +43,7 @@ def in_simulation() -> bool:
     return (ray is not None and ray.is_initialized()) or in_process_engine()
 
 
-def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
+def node_budget(context: Context, run: RunSpec, load: bool = True) -> tuple[float, str]:
     """The MB the memory model's estimates may use on this node, and where it came from.
 
     A real cap (``memory-mb`` in the node config) on a CUDA device also has to
@@ -64,23 +64,23 @@ def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
     partition_of(config, node)  # checked before its data is read
     if "memory-mb" in config and not auto:
         memory_mb_of(config, node)
-    overhead = call_overhead_mb(run, context)
+    if "memory-mb" not in config:  # simulated: a tier holds a share of full training's
+        # model memory, its data and the runtime besides (not taken off)
+        return node_budget_mb(config, run.memory, run.full_peak_mb, run.seed, node_id=node)
+    overhead = call_overhead_mb(run, context, load)
     if auto:
         try:
             mb, source = auto_budget_mb()
         except DeviceMemoryError as err:
             raise NodeConfigError(f"SuperNode {node}: {err}") from None
-    else:  # a profile's tier holds a share of what full training takes on this node
-        full = run.full_peak_mb + overhead * ("memory-mb" not in config)
-        mb, source = node_budget_mb(config, run.memory, full, run.seed, node_id=node)
-    deployed = source == "node-config" or source.startswith("auto")
-    if deployed and torch.cuda.is_available():
+    else:
+        mb, source = node_budget_mb(config, run.memory, run.full_peak_mb, run.seed, node_id=node)
+    if torch.cuda.is_available():
         mb -= cuda_workspace_mb(torch.cuda.get_device_capability())
-    if deployed and source not in _logged:
+    if source not in _logged:
         _logged.add(source)
-        log(INFO, "SuperNode %s: budget %.1f MB (%s), %.1f MB of it for data and runtime, "
-            "idle ClientApp %.0f MB", node, mb, source, overhead,
-            prepare_process(run.model, strict=guard_on(context, source)))  # fmt: skip
+        log(INFO, "SuperNode %s: budget %.1f MB (%s), %.1f MB of it for data and runtime",
+            node, mb, source, overhead)  # fmt: skip
     if mb - overhead <= 0:
         raise NodeConfigError(
             f"SuperNode {node}: a budget of {mb:.1f} MB ({source}) does not cover what a "
@@ -90,14 +90,14 @@ def node_budget(context: Context, run: RunSpec) -> tuple[float, str]:
     return mb - overhead, source
 
 
-def call_overhead_mb(run: RunSpec, context: Context) -> float:
+def call_overhead_mb(run: RunSpec, context: Context, load: bool = True) -> float:
     """What a train call holds besides the model's figure: on the CPU, its data
     (:func:`data_mb`) and the runtime allowance
     (:data:`~profl_strategy.runtime.CPU_CALL_ALLOWANCE_MB`); on CUDA, nothing
     on the device."""
     if device().type != "cpu":
         return 0.0
-    return data_mb(run, context) + CPU_CALL_ALLOWANCE_MB
+    return data_mb(run, context, load) + CPU_CALL_ALLOWANCE_MB
 
 
 def guard_on(context: Context, source: str) -> bool:
@@ -245,19 +245,53 @@ def local_loader(order: Order, context: Context) -> tuple[DataLoader, np.ndarray
 _data_mb: dict[tuple[Any, ...], float] = {}
 
 
-def data_mb(run: RunSpec, context: Context) -> float:
+def data_mb(run: RunSpec, context: Context, load: bool = True) -> float:
     """MB a training call holds for its data, whatever the model: the dataset the loader
-    serves from (images, labels, CIFAR's padded copy) and, when subsampling, the whole
-    partition it was cut from. The memory model leaves this to the node, which alone
-    knows its partition; its budget for the model is ``memory-mb`` minus this."""
+    serves from (:func:`~profl_strategy.task.images.held_bytes`) and, when subsampling,
+    the whole partition it was cut from. The memory model leaves this to the node, which
+    alone knows its partition; its budget for the model is ``memory-mb`` minus this.
+
+    Without ``load`` (a budget query, which should stay light: a deployed ClientApp runs
+    each message in a fresh process), local data is read from the disk cache with numpy,
+    or split once (then it is cached); Hub data is left to the first train call, whose
+    reply gives the server the budget with it.
+    """
+    from profl_strategy.task.images import held_bytes
+
     cfg = context.node_config
     key = (run.data, run.seed, cfg.get("partition-id"), cfg.get("num-partitions"),
            cfg.get("data-dir"))  # fmt: skip
     if key not in _data_mb:
-        images, labels, _, read = _partition(run, context)
-        held = _loader(run, images, labels, 0).dataset.nbytes()  # type: ignore[attr-defined]
+        local = bool(str(cfg.get("data-dir", run.data.data_dir)))
+        cached = _cached_partition(run, context) if local and not load else None
+        if cached is not None:
+            images, read = cached
+        elif load or local or in_simulation():  # splits it once, then it is cached on disk
+            images, _, _, read = _partition(run, context)
+        else:  # Hub data (naming its cache asks the Hub): counted by the first train call
+            return 0.0
+        held = held_bytes(images, run.data.dataset)
         _data_mb[key] = (held + (read if run.data.subsample < 1 else 0)) / 2**20
     return _data_mb[key]
+
+
+def _cached_partition(run: RunSpec, context: Context) -> tuple[np.ndarray, int] | None:
+    """The node's training images (subsampled) and the partition's bytes, from the disk
+    cache alone; None if the partition has not been cached yet."""
+    from profl_strategy.task.dataset_info import Partition, get_info
+    from profl_strategy.task.partition_cache import cache_files, read_partition
+
+    node, data = context.node_config, run.data
+    pid, n = int(node["partition-id"]), int(node["num-partitions"])
+    part = Partition(data.dataset, pid, n, partitioner=data.partitioner, alpha=data.alpha,
+                     shards_per_partition=data.shards_per_partition, seed=run.seed,
+                     data_dir=str(node.get("data-dir", data.data_dir)))  # fmt: skip
+    c, h, w = get_info(data.dataset).input_shape
+    found = read_partition(cache_files(part), (h, w, c))
+    if found is None:
+        return None
+    images, labels = found  # subsampled or not: the whole partition bounds the kept rows
+    return images, images.nbytes + labels.nbytes
 
 
 def device() -> torch.device:

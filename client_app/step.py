@@ -10,7 +10,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.common import log
 
-from client_app.node import device, guard_on, local_loader, node_budget, refusal, run_measured
+from client_app.node import device, local_loader, node_budget, refusal, run_measured
 from profl_strategy.budgets import NodeConfigError
 from profl_strategy.memory import estimate_step
 from profl_strategy.plans.memory import estimate_plan
@@ -24,7 +24,7 @@ from profl_strategy.protocol import (
     ConfigProblem,
     StepOrder,
 )
-from profl_strategy.runtime import prepare_process
+from profl_strategy.runtime import prepared_idle_mb
 from profl_strategy.step_model import Step, StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
@@ -38,16 +38,14 @@ def budget(msg: Message, context: Context) -> Message:
     leaves this node out and tells the user why, without a traceback.
     """
     query = BudgetQuery.from_record(msg.content[CONFIG])
-    try:
-        mb, source = node_budget(context, query.run)
+    try:  # light: a deployed ClientApp runs every message in a fresh process
+        mb, source = node_budget(context, query.run, load=False)
     except NodeConfigError as err:
         log(ERROR, "%s", err)
         return Message(ConfigProblem(str(err)).content(), reply_to=msg)
     partition = int(context.node_config.get("partition-id", -1))
     where = device()
-    strict = guard_on(context, source)
-    idle = prepare_process(query.run.model, strict) if where.type == "cpu" else 0.0
-    reply = Budget(mb, source, partition, where.type, idle)
+    reply = Budget(mb, source, partition, where.type, prepared_idle_mb())
     return Message(reply.content(), reply_to=msg)
 
 

@@ -98,6 +98,11 @@ def warm_up(key: ModelKey) -> None:
         train_with_plan(StepModel.of(small, steps[-1]), batch, Plan(fused_step=True), **hyper)
 
 
+def prepared_idle_mb() -> float:
+    """The idle size if this process is prepared (a train call ran here), else 0."""
+    return idle_rss_mb() if _prepared else 0.0
+
+
 def prepare_process(key: ModelKey, strict: bool = True) -> float:
     """Set the allocator policy, warm the runtime for ``key``'s model and take the idle
     size, once per process (the first message's model; later ones are not warmed).

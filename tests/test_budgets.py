@@ -185,7 +185,7 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     # These nodes have no data (the budget bookkeeping is under test): no data term, and
     # budgets read as typed. tests/test_client.py covers the node's data and runtime terms.
-    monkeypatch.setattr("client_app.node.call_overhead_mb", lambda run, context: 0.0)
+    monkeypatch.setattr("client_app.node.call_overhead_mb", lambda *args: 0.0)
 
 
 def left_out_lines(caplog: pytest.LogCaptureFixture, node: int) -> list[str]:

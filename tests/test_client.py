@@ -148,7 +148,7 @@ def test_budget_query_follows_the_profile_or_node_config(data_dir: Path, simulat
     assert isinstance(profile, Budget)
     assert profile.source.startswith("uniform-tiers")
     assert profile.partition_id == 3
-    assert profile.device == "cpu" and profile.idle_mb > 0
+    assert profile.device == "cpu" and profile.idle_mb >= 0  # > 0 once a call prepared it
     deployed = read_reply(budget_handler(msg, context(NODE | {"memory-mb": 64})).content)
     assert isinstance(deployed, Budget)
     assert deployed.memory_mb == pytest.approx(64.0 - DATA_MB)  # data and runtime held too

@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from profl_strategy.memory import estimate_step
 from profl_strategy.protocol import TRAIN_STEP
-from tests.test_client import KEY, NODE, STEP, message
+from tests.test_client import DATA_MB, KEY, NODE, STEP, message
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_train_message_reads_a_cached_partition_without_the_data_stack(
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     message_file = tmp_path / "train.pb"
     message_file.write_bytes(message_to_proto(message(data_dir, TRAIN_STEP)).SerializeToString())
-    node = json.dumps(NODE | {"memory-mb": estimate_step(KEY, STEP, 16).total_mb * 1.1})
+    node = json.dumps(NODE | {"memory-mb": estimate_step(KEY, STEP, 16).total_mb * 1.1 + DATA_MB})
     env = os.environ | {"PROFL_CACHE_DIR": str(tmp_path / "cache")}
 
     def run(handle: str) -> dict:

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from profl_strategy.checkpoint import CheckpointError, fingerprint
 from profl_strategy.config import ConfigError, compose_config
 from profl_strategy.feasibility import InfeasibleRunError
+from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
 from server_app.app import run_dir_of, run_profl
 from tests.inprocess_grid import InProcessGrid
 
@@ -171,7 +172,9 @@ def test_infeasible_runs_stop_before_training(
     batch_size: int,
     names: str,
 ) -> None:
-    nodes = [{**n, "memory-mb": memory_mb} for n in NODES]
+    # memory-mb also holds each node's 1,000 rows and the runtime allowance
+    overhead = 1000 * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB
+    nodes = [{**n, "memory-mb": memory_mb + overhead} for n in NODES]
     grid = InProcessGrid(nodes)
     cfg = config(data_dir, tmp_path, method=method, **{"batch-size": batch_size})
     with pytest.raises(InfeasibleRunError, match=names) as err:

@@ -29,7 +29,12 @@ from profl_strategy.task.dataset_info import (
     Partition,
     get_info,
 )
-from profl_strategy.task.images import ImageDataset, channels_last_batch, whole_batch
+from profl_strategy.task.images import (
+    CROP_PADDING,
+    ImageDataset,
+    channels_last_batch,
+    whole_batch,
+)
 from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_split
 from profl_strategy.task.partition_cache import cache_files, read_partition, save_partition
 
@@ -216,7 +221,7 @@ def make_loader(
             f"Expected {dataset} images of shape (N, {h}, {w}, {c}) and N labels, "
             f"got images {images.shape} and labels {labels.shape}."
         )
-    crop_padding = 4 if train and dataset in ("cifar10", "cifar100") else None
+    crop_padding = CROP_PADDING.get(dataset) if train else None
     data = ImageDataset(images, labels, info.mean, info.std, crop_padding)
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(

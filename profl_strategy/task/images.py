@@ -25,6 +25,15 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+CROP_PADDING = {"cifar10": 4, "cifar100": 4}  # training-time random crops (padding per side)
+
+
+def held_bytes(images: np.ndarray, dataset: str, train: bool = True) -> int:
+    """Bytes an :class:`ImageDataset` of ``images`` keeps alive: the uint8 images, int64
+    labels and, with crops, the padded copy it crops from (a node's data term)."""
+    n, h, w, c = images.shape
+    pad = CROP_PADDING.get(dataset, 0) if train else 0
+    return images.nbytes + 8 * n + (n * c * (h + 2 * pad) * (w + 2 * pad) if pad else 0)
 
 
 class CropFlip:
@@ -88,11 +97,6 @@ class ImageDataset(Dataset[Batch]):
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def nbytes(self) -> int:
-        """Bytes this dataset keeps alive: images, labels and the padded copy to crop from."""
-        held = [self.images, self.labels] + ([self.augment.padded] if self.augment else [])
-        return sum(t.untyped_storage().nbytes() for t in held)
 
     def __getitem__(self, index: int) -> Batch:
         images, labels = self.__getitems__([index])
