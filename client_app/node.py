@@ -266,7 +266,7 @@ def data_mb(run: RunSpec, context: Context, load: bool = True) -> float:
         cached = _cached_partition(run, context) if local and not load else None
         if cached is not None:
             images, read = cached
-        elif load or local or in_simulation():  # splits it once, then it is cached on disk
+        elif load or local:  # splits it once, then it is cached on disk
             images, _, _, read = _partition(run, context)
         else:  # Hub data (naming its cache asks the Hub): counted by the first train call
             return 0.0
