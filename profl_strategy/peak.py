@@ -174,9 +174,10 @@ class PeakMeter:
         return self
 
     def _sample(self) -> None:
-        interval = _GUARD_S if self._method == "VmHWM" else _SAMPLE_S
-        while not self._stop.wait(interval):
-            self._sampled = max(self._sampled, rss_mb())
+        hwm = self._method == "VmHWM"  # the kernel keeps the peak: only check it
+        while not self._stop.wait(_GUARD_S if hwm else _SAMPLE_S):
+            if not hwm:
+                self._sampled = max(self._sampled, rss_mb())
             if self.limit_mb is not None and self.current_mb() > self.limit_mb:
                 self.tripped.set()
 
