@@ -88,7 +88,7 @@ def measure_row(row: str, threads: int) -> dict:
     from profl_strategy.peak import PeakMeter
     from profl_strategy.plans.memory import estimate_plan
     from profl_strategy.plans.plan import Plan
-    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process
+    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, fix_mmap_threshold, prepare_process
     from profl_strategy.step_model import Step, StepModel
     from profl_strategy.task.model_key import ModelKey
 
@@ -101,25 +101,29 @@ def measure_row(row: str, threads: int) -> dict:
         for _ in range(2):  # fresh tensors per batch, as the data loader makes them
             yield torch.randn(batch, *key.input_shape), torch.randint(0, 10, (batch,))
 
+    fix_mmap_threshold()  # as a strict node does before it estimates (client_app.node)
     torch.manual_seed(0)
     if target[0] == "s":
         step = Step(int(target[1]), int(target[3:]))
         plan = Plan.from_label(label)
         predicted = estimate_plan(key, step, batch, plan).total_mb
-        built = StepModel.of(key, step)
+        make = lambda: StepModel.of(key, step)  # noqa: E731
         run = lambda arrays: fit_step(key, step, plan, arrays, loader(), hyper)  # noqa: E731
     elif target[0] == "d":
         depth = int(target[1:])
         heads = heads_for(depth, True)
         predicted = depth_need_mb(key, depth, heads, batch)
-        built = DepthSubModel(key.spec(), depth, heads)
+        make = lambda: DepthSubModel(key.spec(), depth, heads)  # noqa: E731
         run = lambda arrays: fit_depth(key, depth, heads, 1.0, arrays, loader(), hyper)  # noqa: E731
     else:
         sub = key if target == "full" else sub_key(key, float(target[1:]))
         predicted = estimate_full(sub, batch).total_mb
-        built = build_full_model(sub.spec())
+        make = lambda: build_full_model(sub.spec())  # noqa: E731
         run = lambda arrays: fit_width(sub, arrays, loader(), hyper)  # noqa: E731
+    # The idle size after estimating, before the row's arrays exist: they (and the model
+    # they are made from, freed before the call) belong to the call.
     idle = prepare_process(key)
+    built = make()
     arrays = ArrayRecord({k: v.detach().clone() for k, v in built.state_dict().items()})
     del built
     with PeakMeter(torch.device("cpu")) as meter:

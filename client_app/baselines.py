@@ -17,7 +17,14 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
-from client_app.node import device, local_loader, node_budget, refusal, run_measured
+from client_app.node import (
+    device,
+    local_loader,
+    node_budget,
+    prepare_node,
+    refusal,
+    run_measured,
+)
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
 from profl_strategy.baselines.static_bn import loader_images, local_statistics
 from profl_strategy.memory import estimate_forward, estimate_full
@@ -87,7 +94,8 @@ def train_width(msg: Message, context: Context) -> Message:
 
     order = WidthOrder.from_record(msg.content[CONFIG])
     key = sub_key(order.run.model, order.ratio)
-    budget = budget_mb, _ = node_budget(context, order.run)
+    budget = budget_mb, source = node_budget(context, order.run)
+    prepare_node(context, source)
     need_mb = estimate_full(key, order.run.train.batch_size).total_mb
     refused = refusal(msg, order, need_mb, budget_mb, f"width {key.width:g}")
     if refused is not None:
@@ -132,7 +140,8 @@ def train_depth(msg: Message, context: Context) -> Message:
     """Train blocks ``0 .. depth-1`` and the classifier heads the order names."""
     order = DepthOrder.from_record(msg.content[CONFIG])
     key = order.run.model
-    budget = budget_mb, _ = node_budget(context, order.run)
+    budget = budget_mb, source = node_budget(context, order.run)
+    prepare_node(context, source)
     need_mb = depth_need_mb(key, order.depth, order.heads, order.run.train.batch_size)
     refused = refusal(msg, order, need_mb, budget_mb, f"depth {order.depth}")
     if refused is not None:

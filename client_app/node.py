@@ -26,7 +26,7 @@ from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
 from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb, rss_mb
 from profl_strategy.protocol import Order, Refused, RunSpec, Trained
-from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process
+from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, fix_mmap_threshold, prepare_process
 
 _logged: set[str] = set()
 
@@ -138,6 +138,27 @@ class Call:
                        memory_policy="strict" if self.strict else "fast", **more)  # fmt: skip
 
 
+def received_mb(msg: Message) -> float:
+    """MB of the arrays a message brought: the call holds them, so its peak counts them."""
+    records = msg.content.array_records.values()
+    return sum(len(a.data) for record in records for a in record.values()) / 2**20
+
+
+def prepare_node(context: Context, source: str) -> bool:
+    """Set this node's allocator policy before anything is estimated or trained; return
+    whether it is strict (:func:`guard_on`).
+
+    On the CPU, estimating a call runs its training code on tiny batches. Under glibc's
+    default policy the weight-sized blocks it frees stay in the heap, resident, and
+    later calls reuse them: the process grows past what any call needs. A strict
+    policy (:func:`~profl_strategy.runtime.fix_mmap_threshold`) returns them.
+    """
+    strict = guard_on(context, source)
+    if strict and device().type == "cpu":
+        fix_mmap_threshold()
+    return strict
+
+
 def run_measured(
     msg: Message,
     context: Context,
@@ -152,14 +173,15 @@ def run_measured(
     refusal that gives measured and budget."""
     where, (budget_mb, source) = device(), budget
     overhead = call_overhead_mb(order.run, context)
-    strict = guard_on(context, source)
+    strict = prepare_node(context, source)
     limit = budget_mb + overhead if strict and order.enforce_budget else None
+    held = received_mb(msg)
     if where.type == "cpu":
-        prepare_process(order.run.model, strict=strict)
+        prepare_process(order.run.model, strict=strict, held_mb=held)
     try:
         # Sharing a process with the server, a node has no idle size of its own: its peak
-        # is counted from the resident size at the call's start.
-        baseline = rss_mb() if in_process_engine() and where.type == "cpu" else None
+        # is counted from the resident size at the call's start, less the received arrays.
+        baseline = rss_mb() - held if in_process_engine() and where.type == "cpu" else None
         with PeakMeter(where, limit, baseline) as meter, budget_guard(meter):
             out = call()
     except OverBudget as over:

@@ -10,7 +10,14 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.common import log
 
-from client_app.node import device, local_loader, node_budget, refusal, run_measured
+from client_app.node import (
+    device,
+    local_loader,
+    node_budget,
+    prepare_node,
+    refusal,
+    run_measured,
+)
 from profl_strategy.budgets import NodeConfigError
 from profl_strategy.memory import estimate_step
 from profl_strategy.plans.memory import estimate_plan
@@ -79,7 +86,8 @@ def train(msg: Message, context: Context) -> Message:
     """
     order = StepOrder.from_record(msg.content[CONFIG])
     key, step, batch = order.run.model, order.step, order.run.train.batch_size
-    budget = budget_mb, _ = node_budget(context, order.run)
+    budget = budget_mb, source = node_budget(context, order.run)
+    prepare_node(context, source)
     plan = Plan.from_label(order.plan) if order.plan is not None else None
     if plan is None:
         need_mb = estimate_step(key, step, batch).total_mb

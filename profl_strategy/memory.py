@@ -1,36 +1,37 @@
-"""Peak training memory of a ProFL step, estimated from a real forward pass.
+"""Peak memory of a training call, from the training code itself run on tiny batches.
 
-The estimate is the sum of what stays allocated through one optimiser step:
+A call holds, for its whole length, the model's weights and buffers and the
+received arrays (the message keeps them). On top comes the largest of three
+phases that do not overlap:
 
-- every parameter and buffer resident on the device (frozen prefix included);
-- gradients and optimiser state of the parameters that train;
-- tensors autograd saves for backward, counted exactly with
-  :func:`torch.autograd.graph.saved_tensors_hooks` (deduplicated by storage,
-  parameters excluded);
-- the largest transient of the no-grad frozen prefix (a layer's input plus its
-  output, which are alive together) and the input batch.
+- **load**: the received state as tensors, while it is copied into the model;
+- **train**: the input batch plus every tensor the training loop allocates
+  (activations saved for backward, backward's temporaries, gradients, the
+  optimiser's state and its update temporaries), traced after every op
+  (:mod:`profl_strategy.memory_trace`) at three probe batch sizes and
+  extrapolated exactly to the real one;
+- **reply**: what outlives training (gradients) plus the reply's arrays and the
+  serialising copy of the largest one.
 
-- the message: the received arrays, which the message holds through the call,
-  and the reply's copy of what was trained (:func:`message_bytes`); host
-  memory, which on a CPU or a unified-memory board is the device's;
-- backward's gradient temporaries: while a node's backward runs, the gradient
-  of its output and of its input are alive together, two activation-sized
-  tensors the saved-tensor count does not see; :data:`BACKWARD_TEMPORARIES`
-  times the largest saved activation (:func:`largest_saved_bytes`) bounds them.
-
-It leaves out allocator slack and cuDNN workspaces: on the CPU a node fixes
-glibc's mmap threshold so that freed activations go back to the system
-(:mod:`profl_strategy.runtime`), and measured peaks stay under this model. On
-CUDA, PyTorch also allocates a cuBLAS workspace per (thread, stream) from the
-same caching allocator; :func:`cuda_workspace_mb` gives that term, which a
-CUDA prediction adds once (see ``benchmarks/memory_model_check.py``).
+A sum of per-kind maxima (all activations + all gradients + ...) over-counted
+CPU peaks by up to 70%, because the kinds peak at different moments. What the
+trace cannot see: allocator slack and library workspaces. On the CPU a node
+fixes glibc's mmap threshold (:mod:`profl_strategy.runtime`) and a small
+runtime allowance covers oneDNN; on CUDA, :func:`cuda_workspace_mb` gives the
+cuBLAS workspace a prediction adds once (``benchmarks/memory_model_check.py``).
+:func:`saved_activation_bytes` and :func:`largest_saved_bytes` remain for the
+plans that move memory to the host, which are priced term by term
+(:mod:`profl_strategy.plans.memory`).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -38,9 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profl_strategy.memory_trace import extrapolated_peak, live_trace
 from profl_strategy.models import build_full_model
 from profl_strategy.step_model import Step, StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 MB = 2**20
 BACKWARD_TEMPORARIES = 2  # activation-sized gradients alive in backward (output's and input's)
@@ -51,30 +54,26 @@ CUBLAS_THREADS = 2
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Peak-memory terms of one training configuration, in MB."""
+    """Peak memory of one training call, in MB: what it holds throughout, plus its largest
+    phase (the phases do not overlap)."""
 
-    params_mb: float
-    grads_mb: float
-    optimizer_mb: float
-    activations_mb: float
-    transient_mb: float
-    message_mb: float = 0.0
+    resident_mb: float  # the model's weights and buffers on the device
+    message_mb: float  # the received arrays, held through the call
+    phases: tuple[tuple[str, float], ...]  # (name, MB) of each phase, e.g. load, train, reply
 
     @property
     def total_mb(self) -> float:
-        """Sum of all terms: the estimated peak."""
-        return (
-            self.params_mb
-            + self.grads_mb
-            + self.optimizer_mb
-            + self.activations_mb
-            + self.transient_mb
-            + self.message_mb
-        )
+        """The estimated peak: resident + message + the largest phase."""
+        return self.resident_mb + self.message_mb + max((mb for _, mb in self.phases), default=0)
+
+    def phase_mb(self, name: str) -> float:
+        """One phase's MB (0 if the call has no such phase)."""
+        return dict(self.phases).get(name, 0.0)
 
     def as_dict(self) -> dict[str, float]:
         """Terms and total, rounded for logs and JSON."""
-        d = {k: round(v, 3) for k, v in asdict(self).items()}
+        d = {"resident_mb": round(self.resident_mb, 3), "message_mb": round(self.message_mb, 3)}
+        d |= {f"{name}_mb": round(mb, 3) for name, mb in self.phases}
         d["total_mb"] = round(self.total_mb, 3)
         return d
 
@@ -154,47 +153,105 @@ def largest_saved_bytes(
     return largest
 
 
-def estimate_training(
-    model: nn.Module,
-    input_shape: tuple[int, int, int],
-    batch_size: int,
-    num_classes: int,
-    optimizer_slots: int = 1,
-    loss_fn: Any = F.cross_entropy,
-) -> MemoryEstimate:
-    """Estimate the peak of one training step of ``model`` at ``batch_size``.
+# Probe batch sizes of a traced estimate (:func:`estimate_call`), and what a probe trains
+# with: conf/config.yaml's defaults. Momentum keeps a buffer and weight decay makes
+# SGD copy the gradients, so a run without either needs less than estimated.
+PROBE_BATCHES = (2, 3, 4)
+PROBE_HYPER: dict[str, Any] = {"epochs": 1, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+                               "proximal_mu": 0.0, "device": torch.device("cpu")}  # fmt: skip
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+# Trains a model on the batches; the int is the micro-batch size (0: whole batches).
+Trainer = Callable[[nn.Module, Batches, int], object]
 
-    ``optimizer_slots`` is the number of parameter-sized tensors the optimiser
-    keeps per trainable parameter (1 for SGD with momentum, 2 for Adam);
-    ``loss_fn(output, labels)`` is the loss the step trains with.
+
+def trace_call(
+    model: nn.Module,
+    train: Trainer,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    n: int,
+    chunks: int = 1,
+) -> list[int]:
+    """Live bytes after every op of ``train`` on two batches of ``chunks * n`` random samples
+    (``n``-sample micro-batches when ``chunks > 1``); weights and inputs are not counted.
+    The second step holds the optimiser's state, as every later one does."""
+    with torch.random.fork_rng(devices=[]):  # estimating must not move the caller's RNG
+        torch.manual_seed(0)
+        batches = [(torch.randn(chunks * n, *input_shape),
+                    torch.randint(0, num_classes, (chunks * n,))) for _ in range(2)]  # fmt: skip
+        held = [*model.parameters(), *model.buffers(), *(t for batch in batches for t in batch)]
+        return live_trace(lambda: train(model, batches, n if chunks > 1 else 0), held)
+
+
+def estimate_call(
+    model: nn.Module,
+    train: Trainer,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    batch_size: int,
+    micro_batch: int = 0,
+    traces: Sequence[Sequence[int]] | None = None,
+) -> MemoryEstimate:
+    """Peak of a train call that runs ``train`` on ``model`` (a copy is trained).
+
+    ``traces`` are :func:`trace_call`'s at :data:`PROBE_BATCHES` (with two
+    chunks when ``micro_batch`` splits the batch), traced here when not given;
+    they are extrapolated to the micro-batch (or batch) size, and the whole
+    batch's input is added.
     """
-    model.train()
-    x = torch.randn(batch_size, *input_shape)
-    y = torch.randint(0, num_classes, (batch_size,))
-    saved, transient = saved_activation_bytes(model, x, y, loss_fn)
-    temporaries = BACKWARD_TEMPORARIES * largest_saved_bytes(model, x, y, loss_fn)
-    resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
-    trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
+    model = copy.deepcopy(model).train()
+    size = micro_batch if 0 < micro_batch < batch_size else batch_size
+    chunks = 2 if size < batch_size else 1
+    if traces is None:
+        traces = [trace_call(model, train, input_shape, num_classes, n, chunks)
+                  for n in PROBE_BATCHES]  # fmt: skip
+    got = extrapolated_peak(traces, PROBE_BATCHES, size)
+    if got is None:
+        trace = trace_call(model, train, input_shape, num_classes, size, chunks)
+        got = (max(trace), trace[-1])
+    peak, after = got
+    held = _nbytes([*model.parameters(), *model.buffers()])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    largest = max((_nbytes([p]) for p in trainable), default=0)
+    # The reply's arrays (trainable weights and every buffer), and np.save's buffer and
+    # its copy of the largest one while it is serialised.
+    reply = _nbytes(trainable) + _nbytes(list(model.buffers())) + 2 * largest
+    inputs = batch_size * (4 * math.prod(input_shape) + 8)  # float32 images, int64 labels
     return MemoryEstimate(
-        params_mb=resident / MB,
-        grads_mb=trainable / MB,
-        optimizer_mb=optimizer_slots * trainable / MB,
-        activations_mb=saved / MB,
-        transient_mb=(transient + _nbytes([x]) + temporaries) / MB,
-        message_mb=message_bytes(model) / MB,
+        resident_mb=held / MB,
+        message_mb=held / MB,
+        phases=(
+            ("load", held / MB),
+            ("train", (inputs + peak) / MB),
+            ("reply", (after + reply) / MB),
+        ),
     )
 
 
-@lru_cache(maxsize=256)
-def estimate_step(
-    key: ModelKey, step: Step, batch_size: int, optimizer_slots: int = 1
+def estimate_training(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    num_classes: int,
+    loss_fn: Any = F.cross_entropy,
 ) -> MemoryEstimate:
-    """Peak memory of training ``step`` (cached: it runs a real forward)."""
+    """Peak of a train call that trains ``model`` plainly (:func:`~profl_strategy.task.
+    train.train_step`) with ``loss_fn(output, labels)`` at ``batch_size``."""
+
+    def train(m: nn.Module, batches: Batches, _micro: int) -> None:
+        train_step(m, batches, **PROBE_HYPER, loss_fn=loss_fn)  # type: ignore[arg-type]
+
+    return estimate_call(model, train, input_shape, num_classes, batch_size)
+
+
+@lru_cache(maxsize=256)
+def estimate_step(key: ModelKey, step: Step, batch_size: int) -> MemoryEstimate:
+    """Peak memory of training ``step`` plainly (cached: it runs the training code)."""
     with torch.random.fork_rng():  # estimating must not move the caller's RNG stream
         torch.manual_seed(0)
         model = StepModel.of(key, step)
         return estimate_training(
-            model, key.input_shape, batch_size, key.num_classes, optimizer_slots, step_loss(step)
+            model, key.input_shape, batch_size, key.num_classes, step_loss(step)
         )
 
 
@@ -210,14 +267,12 @@ def block_parameter_counts(key: ModelKey) -> tuple[int, ...]:
 
 
 @lru_cache(maxsize=64)
-def estimate_full(key: ModelKey, batch_size: int, optimizer_slots: int = 1) -> MemoryEstimate:
+def estimate_full(key: ModelKey, batch_size: int) -> MemoryEstimate:
     """Peak memory of ordinary full-model training, the reference for budgets."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_full_model(key.spec())
-        return estimate_training(
-            model, key.input_shape, batch_size, key.num_classes, optimizer_slots
-        )
+        return estimate_training(model, key.input_shape, batch_size, key.num_classes)
 
 
 @lru_cache(maxsize=16)
@@ -235,7 +290,7 @@ def estimate_forward(key: ModelKey, batch_size: int) -> MemoryEstimate:
         with torch.no_grad():
             _, transient = saved_activation_bytes(model, x, y)
         resident = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
-        return MemoryEstimate(resident / MB, 0.0, 0.0, 0.0, (transient + _nbytes([x])) / MB)
+        return MemoryEstimate(resident / MB, 0.0, (("forward", (transient + _nbytes([x])) / MB),))
 
 
 def cuda_workspace_mb(capability: tuple[int, int], config: str | None = None) -> float:

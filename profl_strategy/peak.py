@@ -16,7 +16,9 @@ the figure says so (``method``): it can miss a spike shorter than the interval.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import resource
 import sys
 import threading
@@ -58,16 +60,36 @@ def rss_mb() -> float:
     return maxrss / MB if sys.platform == "darwin" else maxrss / 1024
 
 
-def idle_rss_mb() -> float:
+def idle_rss_mb(held_mb: float = 0.0) -> float:
     """This process's resident size before its first training call (taken on the first call).
 
     The ClientApp calls it when it loads and before each call, so the figure
     is the idle node: Python, torch, Flower and the app imported, nothing trained.
+    ``held_mb`` is what the first call already holds when the figure is taken (the
+    received arrays): it belongs to the call, so it is left out of the idle size.
     """
     global _idle_mb
     if _idle_mb is None:
-        _idle_mb = rss_mb()
+        _idle_mb = rss_mb() - held_mb
     return _idle_mb
+
+
+def glibc() -> ctypes.CDLL | None:
+    """glibc, where the process runs on it (not a preloaded malloc), else None."""
+    if allocator() != "glibc" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def trim_heap() -> None:
+    """Return glibc's free heap pages to the OS (no-op elsewhere): a peak measured after
+    it counts the pages the call touches, not free ones left resident before it."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def reset_hwm() -> bool:
@@ -160,6 +182,7 @@ class PeakMeter:
             self._method = "cuda max_memory_allocated"
         else:
             idle_rss_mb()
+            trim_heap()
             if reset_hwm():
                 self._method = "VmHWM"
             else:

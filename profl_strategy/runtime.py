@@ -27,14 +27,12 @@ is computed.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 from dataclasses import replace
 
 import torch
 
-from profl_strategy.peak import allocator, idle_rss_mb
+from profl_strategy.peak import glibc, idle_rss_mb, trim_heap
 from profl_strategy.task.model_key import ModelKey
 
 MMAP_THRESHOLD = 64 * 1024
@@ -47,26 +45,10 @@ _M_MMAP_THRESHOLD = -3
 _prepared = False
 
 
-def _glibc() -> ctypes.CDLL | None:
-    if allocator() != "glibc" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 def fix_mmap_threshold() -> bool:
     """Give glibc a fixed mmap threshold (large blocks go back to the OS); False if not glibc."""
-    libc = _glibc()
+    libc = glibc()
     return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-
-
-def trim_heap() -> None:
-    """Return the free top of glibc's heap to the OS (no-op elsewhere)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def warm_up(key: ModelKey) -> None:
@@ -103,11 +85,12 @@ def prepared_idle_mb() -> float:
     return idle_rss_mb() if _prepared else 0.0
 
 
-def prepare_process(key: ModelKey, strict: bool = True) -> float:
+def prepare_process(key: ModelKey, strict: bool = True, held_mb: float = 0.0) -> float:
     """Set the allocator policy, warm the runtime for ``key``'s model and take the idle
     size, once per process (the first message's model; later ones are not warmed).
 
-    Returns the idle resident size in MB. ``PROFL_WARM_UP=0`` skips the warm-up
+    Returns the idle resident size in MB, without ``held_mb`` (what the first call
+    holds already: its received arrays). ``PROFL_WARM_UP=0`` skips the warm-up
     (its first-touch cost then lands in the first call's measured peak).
     """
     global _prepared
@@ -118,4 +101,4 @@ def prepare_process(key: ModelKey, strict: bool = True) -> float:
         if os.environ.get("PROFL_WARM_UP", "1") != "0":
             warm_up(key)
         trim_heap()
-    return idle_rss_mb()
+    return idle_rss_mb(held_mb)

@@ -1,5 +1,7 @@
 """The memory model: exact saved-tensor counts, monotone in batch, below full training."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -10,9 +12,13 @@ from profl_strategy.memory import (
     estimate_full,
     estimate_step,
     estimate_training,
+    saved_activation_bytes,
+    trace_call,
 )
+from profl_strategy.plans.memory import _plan_trainer, estimate_plan
+from profl_strategy.plans.plan import Plan
 from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import Step
+from profl_strategy.step_model import Step, StepModel
 from profl_strategy.task.model_key import ModelKey
 
 CNN = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
@@ -24,28 +30,51 @@ def test_saved_tensors_match_a_hand_count() -> None:
     # same storage as ReLU's output); cross-entropy saves its log-softmax output
     # and the int64 targets (plus a scalar).
     model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
-    est = estimate_training(model, (10,), batch_size=8, num_classes=5)  # type: ignore[arg-type]
-    expected = 8 * 10 * 4 + 8 * 20 * 4 + 8 * 5 * 4 + 8 * 8
-    assert est.activations_mb * MB == pytest.approx(expected, abs=8)
+    x, y = torch.randn(8, 10), torch.randint(0, 5, (8,))
+    saved, _ = saved_activation_bytes(model, x, y)
+    assert saved == pytest.approx(8 * 10 * 4 + 8 * 20 * 4 + 8 * 5 * 4 + 8 * 8, abs=8)
+
+
+def test_traced_peak_holds_gradients_and_momentum_at_once() -> None:
+    """The second step's backward holds every gradient and momentum buffer together."""
+    model = nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 5))
     params = sum(p.numel() for p in model.parameters()) * 4
-    assert est.params_mb * MB == params and est.grads_mb * MB == params
-    assert est.optimizer_mb * MB == params  # one momentum buffer per parameter
+    est = estimate_training(model, (100,), batch_size=8, num_classes=5)  # type: ignore[arg-type]
+    assert est.resident_mb * MB == params and est.message_mb * MB == params
+    assert 2 * params < est.phase_mb("train") * MB < 2.2 * params  # + activations, input
+    largest = max(est.phase_mb(name) for name in ("load", "train", "reply"))
+    assert est.total_mb == est.resident_mb + est.message_mb + largest
+
+
+@pytest.mark.parametrize("micro", [0, 4])
+def test_extrapolated_peak_equals_a_trace_at_the_batch(micro: int) -> None:
+    """Probes at 2, 3, 4 samples give the peak at 32 exactly."""
+    key, step = CNN, Step(2, 1)
+    plan = Plan(micro_batch=micro, checkpoint=True)
+    model = StepModel.of(key, step)
+    train = _plan_trainer(replace(plan, micro_batch=int(micro > 0)))
+    chunks, size = (2, micro) if micro else (1, 32)
+    trace = trace_call(model, train, key.input_shape, key.num_classes, size, chunks)
+    est = estimate_plan(key, step, 32, plan)
+    inputs = 32 * (4 * 28 * 28 + 8)
+    assert est.phase_mb("train") * MB == pytest.approx(max(trace) + inputs)
 
 
 def test_estimates_rise_with_batch_size() -> None:
     for step in (Step(1, 3), Step(2, 1)):
         small, large = estimate_step(CNN, step, 16), estimate_step(CNN, step, 64)
-        assert large.activations_mb > 3 * small.activations_mb
-        assert large.params_mb == small.params_mb
+        assert large.phase_mb("train") > small.phase_mb("train") + 0.5
+        assert large.resident_mb == small.resident_mb
     assert estimate_full(CNN, 64).total_mb > estimate_full(CNN, 16).total_mb
 
 
-def test_frozen_prefix_saves_nothing_for_backward() -> None:
-    # Stage 2, last block: the frozen prefix is larger than the active block,
-    # yet only the active block's activations count.
+def test_frozen_prefix_needs_no_gradients_or_activations() -> None:
+    # Stage 2, last block: the frozen prefix is larger than the active block, yet
+    # training it needs far less than training the whole model.
     grow = estimate_step(RESNET, Step(2, 4), 32)
-    assert grow.grads_mb < grow.params_mb  # the prefix's weights get no gradients
-    assert grow.activations_mb < estimate_full(RESNET, 32).activations_mb / 4
+    full = estimate_full(RESNET, 32)
+    assert grow.resident_mb == pytest.approx(full.resident_mb, rel=0.1)
+    assert grow.phase_mb("train") < full.phase_mb("train") / 3
 
 
 @pytest.mark.parametrize("key", [CNN, RESNET])

@@ -84,13 +84,15 @@ def test_condensing_trains_only_the_earlier_output_module(key: ModelKey) -> None
         assert float(distill_loss(sub.train()(x), None)) < gap_before
 
 
-@pytest.mark.parametrize("key", [CNN, RESNET], ids=lambda k: f"{k.name}-{k.stage1_prefix}")
-def test_condensing_costs_less_memory_than_training_the_block(key: ModelKey) -> None:
+def test_condensing_costs_less_memory_than_training_the_block() -> None:
+    # ResNet only: on the small CNN, block 1's condensing holds a frozen teacher that
+    # outweighs what it saves (traced at batch 32: 3.63 MB against shrinking's 3.27).
+    key = RESNET
     for b in range(1, key.spec().num_blocks):
         condense = estimate_step(key, Step(STAGE_CONDENSE, b), 32)
         shrink = estimate_step(key, Step(STAGE_SHRINK, b), 32)
         assert condense.total_mb < shrink.total_mb, b
-        assert condense.grads_mb < shrink.grads_mb, b
+        assert condense.phase_mb("train") < shrink.phase_mb("train"), b
 
 
 def test_schedule_runs_condensing_steps_to_their_round_count() -> None:

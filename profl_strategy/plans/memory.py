@@ -1,10 +1,11 @@
 """What a :class:`~profl_strategy.plans.plan.Plan` costs, and which plan fits a budget.
 
 :func:`estimate_plan` predicts each plan's peak with the memory model of
-:mod:`profl_strategy.memory` (saved tensors counted by a real forward pass)
-plus backward's gradient temporaries, from three tiny probe batches whose byte
-counts it extrapolates exactly (they are affine in the batch size), so a
-client can price every candidate in milliseconds. :func:`choose_plan` takes
+:mod:`profl_strategy.memory`: the plan's own training code traced on three
+tiny probe batches, whose live bytes it extrapolates exactly (they are affine
+in the batch size); micro-batch sizes share one set of probes. Plans that
+move memory to the host are priced term by term (saved tensors counted by a
+real forward pass, plus backward's temporaries). :func:`choose_plan` takes
 the fastest plan that fits a budget. On CUDA the measured peak also holds
 library workspaces the model does not see: cuBLAS's (64 MB by default on an
 H100, :func:`profl_strategy.memory.cuda_workspace_mb`) and cuDNN's;
@@ -13,6 +14,7 @@ H100, :func:`profl_strategy.memory.cuda_workspace_mb`) and cuDNN's;
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache, partial
 
 import torch
@@ -21,15 +23,23 @@ from torch import nn
 from profl_strategy.memory import (
     BACKWARD_TEMPORARIES,
     MB,
+    PROBE_BATCHES,
+    PROBE_HYPER,
+    Batches,
     MemoryEstimate,
+    Trainer,
+    estimate_call,
     largest_saved_bytes,
     message_bytes,
     saved_activation_bytes,
+    trace_call,
 )
 from profl_strategy.plans.forward import PlanForward
 from profl_strategy.plans.plan import Plan, candidate_plans
-from profl_strategy.step_model import Step, StepModel, block_shapes
+from profl_strategy.plans.train import train_with_plan
+from profl_strategy.step_model import Step, StepModel, block_shapes, step_loss
 from profl_strategy.task.model_key import ModelKey
+from profl_strategy.task.train import train_step
 
 
 def _nbytes(tensors: list[torch.Tensor]) -> int:
@@ -207,30 +217,48 @@ def parameter_terms(key: ModelKey, step: Step) -> tuple[int, int, int, int, int,
     )
 
 
+def moves_to_host(plan: Plan) -> bool:
+    """Whether ``plan`` keeps part of the call on the host (an offloaded prefix, host
+    momentum): only a device beside a host gains from it."""
+    return plan.offload_prefix or plan.optimizer == "sgd-momentum-host"
+
+
+def _plan_trainer(plan: Plan) -> Trainer:
+    """Trains a step model under ``plan``, its micro-batch set by the probe."""
+
+    def train(model: nn.Module, batches: Batches, micro: int) -> None:
+        shaped = replace(plan, micro_batch=micro)
+        if shaped == Plan():
+            step = model.step  # type: ignore[union-attr]
+            train_step(model, batches, **PROBE_HYPER, loss_fn=step_loss(step))  # type: ignore[arg-type]
+        else:
+            train_with_plan(model, batches, shaped, **PROBE_HYPER)  # type: ignore[arg-type]
+
+    return train
+
+
+@lru_cache(maxsize=256)
+def _plan_traces(key: ModelKey, step: Step, shape: Plan) -> tuple[tuple[int, ...], ...]:
+    """:func:`~profl_strategy.memory.trace_call` at every probe size for a plan's shape
+    (``micro_batch`` 1: two micro-batches, 0: whole batches), shared by its micro-batch sizes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = StepModel.of(key, step).train()
+    train, chunks = _plan_trainer(shape), 2 if shape.micro_batch else 1
+    return tuple(
+        tuple(trace_call(model, train, key.input_shape, key.num_classes, n, chunks))
+        for n in PROBE_BATCHES
+    )
+
+
 @lru_cache(maxsize=1024)
 def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> MemoryEstimate:
-    """Peak memory of training ``step`` with ``plan`` (cached; it runs small real forwards).
+    """Peak memory of a train call of ``step`` with ``plan`` (cached; it runs the plan's own
+    training code on tiny batches, :func:`profl_strategy.memory.estimate_call`).
 
-    The terms follow :func:`profl_strategy.memory.estimate_training`, plus
-    backward's gradient temporaries, which that model leaves out and which
-    CUDA measurements show (e.g. +34 MB for ResNet-18's stem at batch 64):
-    ``BACKWARD_TEMPORARIES`` times the largest saved activation, in
-    ``transient_mb``. So the no-change plan is
-    :func:`profl_strategy.memory.estimate_step` plus that term. Then:
-
-    - activations, transients and the input are counted at the micro-batch
-      size (gradients accumulate in place, so parameters, gradients and
-      optimiser state do not change);
-    - with checkpointing, activations are the larger of what the checkpointed
-      forward saves (counted under ``saved_tensors_hooks``) and the largest
-      recomputation phase (:func:`recompute_peak_bytes`), and the recomputed
-      segment's output gradient is one more backward temporary;
-    - with an offloaded prefix, the prefix's weights are not resident and the
-      input is a chunk of stored prefix outputs; the peak is the larger of that
-      training phase and the prefix pass (prefix weights, its transient and
-      its input chunk), during which the trainable modules are off the device;
-    - fused updates keep one node's gradients; host momentum keeps one
-      parameter's buffer; ``"sgd"`` keeps none.
+    Plans that move memory to the host (:func:`moves_to_host`) are priced term by
+    term instead (:func:`_host_plan_estimate`): a probe on the CPU cannot tell the
+    device's bytes from the host's.
 
     Raises
     ------
@@ -239,41 +267,59 @@ def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> Mem
     """
     if not plan.applies_to(step):
         raise ValueError(f"plan {plan.label()} does not apply to step {step}")
+    if moves_to_host(plan):
+        return _host_plan_estimate(key, step, batch_size, plan)
+    micro = plan.micro_batch if 0 < plan.micro_batch < batch_size else 0
+    shape = replace(plan, micro_batch=int(micro > 0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = StepModel.of(key, step)
+    return estimate_call(
+        model, _plan_trainer(shape), key.input_shape, key.num_classes, batch_size, micro,
+        traces=_plan_traces(key, step, shape),
+    )  # fmt: skip
+
+
+def _host_plan_estimate(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> MemoryEstimate:
+    """A host plan's peak as a sum of terms (the model of before the traced one; an upper
+    bound of each kind at once).
+
+    - activations, transients and the input are counted at the micro-batch
+      size (gradients accumulate in place, so parameters, gradients and
+      optimiser state do not change); backward's temporaries are
+      ``BACKWARD_TEMPORARIES`` times the largest saved activation;
+    - with checkpointing, activations are the larger of what the checkpointed
+      forward saves and the largest recomputation phase
+      (:func:`recompute_peak_bytes`), and the recomputed segment's output
+      gradient is one more backward temporary;
+    - with an offloaded prefix, the prefix's weights are not resident and the
+      input is a chunk of stored prefix outputs; the peak is the larger of that
+      training phase and the prefix pass (prefix weights, its transient and
+      its input chunk), during which the trainable modules are off the device;
+    - fused updates keep one node's gradients; host momentum keeps one
+      parameter's buffer.
+    """
     mb = plan.micro_batch if 0 < plan.micro_batch < batch_size else batch_size
     shape = Plan(checkpoint=plan.checkpoint, offload_prefix=plan.offload_prefix)
     saved, transient, inputs, largest_act, *peaks = forward_terms(key, step, shape, mb)
     activations = max([saved, *peaks])
     resident, frozen, train_bytes, node_grad, largest, message = parameter_terms(key, step)
-    # With checkpointing, the gradient of a segment's output stays alive while the segment
-    # is recomputed and run backward: one more activation-sized tensor (measured on the CPU:
-    # ResNet-18/34 stage-1 block 1, batch 64, were 2% over the estimate without it).
     temporaries = BACKWARD_TEMPORARIES + int(plan.checkpoint)
+    received = resident
     params = resident - frozen * plan.offload_prefix
     grads = node_grad if plan.fused_step else train_bytes
     optimizer = {"sgd-momentum": train_bytes, "sgd-momentum-host": largest, "sgd": 0}
-    train = MemoryEstimate(
-        params_mb=params / MB,
-        grads_mb=grads / MB,
-        optimizer_mb=optimizer[plan.optimizer] / MB,
-        activations_mb=activations / MB,
-        transient_mb=(transient + inputs + temporaries * largest_act) / MB,
-        message_mb=message / MB,
-    )
+    train = (
+        grads + optimizer[plan.optimizer] + activations + transient + inputs
+        + temporaries * largest_act + message - received
+    )  # fmt: skip
+    estimate = MemoryEstimate(params / MB, received / MB, (("train", train / MB),))
     if not plan.offload_prefix:
-        return train
-    return max(train, _prefix_pass(key, step, frozen, mb), key=lambda e: e.total_mb)
-
-
-def _prefix_pass(key: ModelKey, step: Step, frozen: int, mb: int) -> MemoryEstimate:
-    """The offloaded prefix's own pass: its weights, its transient and its input chunk."""
-    _, prefix_transient, image_bytes, _ = forward_terms(key, step, Plan(), mb)
-    return MemoryEstimate(
-        params_mb=frozen / MB,
-        grads_mb=0.0,
-        optimizer_mb=0.0,
-        activations_mb=0.0,
-        transient_mb=(prefix_transient + image_bytes) / MB,
+        return estimate
+    prefix_pass = MemoryEstimate(
+        frozen / MB, received / MB, (("prefix", (transient + inputs) / MB),)
     )
+    return max(estimate, prefix_pass, key=lambda e: e.total_mb)
 
 
 def choose_plan(

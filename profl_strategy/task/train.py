@@ -36,21 +36,27 @@ def train_step(
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     # foreach: one call per update for all tensors; on the CPU torch defaults to a Python
-    # loop over them. Same arithmetic, same numbers.
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+    # loop over them. Same arithmetic, same numbers. Weight decay is added to the gradients
+    # in place (the same sum SGD makes), because foreach SGD would copy every gradient.
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
     total, seen = 0.0, 0
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)  # last step's gradients are not held through this one
             loss = loss_fn(model(x), y)
             if anchor:
                 prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + proximal_mu / 2 * prox
-            opt.zero_grad(set_to_none=True)
             loss.backward()
+            if weight_decay:
+                with torch.no_grad():
+                    have = [p for p in params if p.grad is not None]
+                    torch._foreach_add_([p.grad for p in have], have, alpha=weight_decay)
             opt.step()
             total += loss.item() * len(y)
             seen += len(y)
+    opt.zero_grad(set_to_none=True)  # the reply is made without them
     return total / max(seen, 1), seen
 
 
