@@ -25,6 +25,8 @@ not offered to CPU nodes and have no rows.
     python -m benchmarks.cpu_memory --models cnn --widths 0.25,1 --batches 16,64 \\
         --out benchmarks/results/cpu_memory/rows.jsonl --shard 0/4 --jobs 2
     python -m benchmarks.cpu_memory --table benchmarks/results/cpu_memory/rows.jsonl
+    python -m benchmarks.cpu_memory --rows-from benchmarks/results/cpu_memory/rows.jsonl \\
+        --shard 0/4 --out benchmarks/results/cpu_memory/rows_again.jsonl
 
 Rows already in ``--out`` are skipped (resumable); ``--shard i/n`` takes every
 n-th row from the i-th, so parts can run on different days or machines.
@@ -195,6 +197,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="rows measured at once (one thread each)")
     ap.add_argument("--only", default="", help="keep rows matching this regular expression")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_memory/rows.jsonl"))
+    ap.add_argument("--rows-from", type=Path,
+                    help="measure the rows of an earlier rows file")  # fmt: skip
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--table", type=Path, help="print the table of a rows file and stop")
     args = ap.parse_args()
@@ -205,13 +209,17 @@ def main() -> None:
         print(table(args.table))
         return
     i, n = (int(v) for v in args.shard.split("/"))
-    todo = [
-        r
-        for m in args.models.split(",")
-        for w in args.widths.split(",")
-        for b in args.batches.split(",")
-        for r in rows(m, float(w), int(b))
-    ][i::n]
+    if args.rows_from:
+        lines = args.rows_from.read_text().splitlines()
+        todo = [json.loads(line)["row"] for line in lines if line.strip()][i::n]
+    else:  # listing prices every plan the picker hands out: minutes for the large models
+        todo = [
+            r
+            for m in args.models.split(",")
+            for w in args.widths.split(",")
+            for b in args.batches.split(",")
+            for r in rows(m, float(w), int(b))
+        ][i::n]
     todo = [r for r in todo if re.search(args.only, r)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from profl_strategy.memory import (
+    LIBRARY_SCRATCH,
     MB,
     cuda_workspace_mb,
     estimate_full,
@@ -15,7 +16,7 @@ from profl_strategy.memory import (
     saved_activation_bytes,
     trace_call,
 )
-from profl_strategy.plans.memory import _plan_trainer, estimate_plan
+from profl_strategy.plans.memory import _plan_trainer, estimate_plan, forward_terms
 from profl_strategy.plans.plan import Plan
 from profl_strategy.schedule import progressive_steps
 from profl_strategy.step_model import Step, StepModel
@@ -41,7 +42,7 @@ def test_traced_peak_holds_gradients_and_momentum_at_once() -> None:
     params = sum(p.numel() for p in model.parameters()) * 4
     est = estimate_training(model, (100,), batch_size=8, num_classes=5)  # type: ignore[arg-type]
     assert est.resident_mb * MB == params and est.message_mb * MB == params
-    assert 2 * params < est.phase_mb("train") * MB < 2.2 * params  # + activations, input
+    assert 2 * params < est.phase_mb("train") * MB < 2.5 * params  # + activations, input
     largest = max(est.phase_mb(name) for name in ("load", "train", "reply"))
     assert est.total_mb == est.resident_mb + est.message_mb + largest
 
@@ -57,7 +58,9 @@ def test_extrapolated_peak_equals_a_trace_at_the_batch(micro: int) -> None:
     trace = trace_call(model, train, key.input_shape, key.num_classes, size, chunks)
     est = estimate_plan(key, step, 32, plan)
     inputs = 32 * (4 * 28 * 28 + 8)
-    assert est.phase_mb("train") * MB == pytest.approx(max(trace) + inputs)
+    _, prefix, _, largest = forward_terms(key, step, Plan(), size)
+    scratch = LIBRARY_SCRATCH * max(largest, prefix // 2)
+    assert est.phase_mb("train") * MB == pytest.approx(max(trace) + inputs + scratch)
 
 
 def test_estimates_rise_with_batch_size() -> None:
@@ -77,13 +80,14 @@ def test_frozen_prefix_needs_no_gradients_or_activations() -> None:
     assert grow.phase_mb("train") < full.phase_mb("train") / 3
 
 
-@pytest.mark.parametrize("key", [CNN, RESNET])
-def test_every_step_is_cheaper_than_full_training(key: ModelKey) -> None:
+# The small CNN at quarter width saves less: its weights and messages are a larger share.
+@pytest.mark.parametrize("key,share", [(CNN, 0.8), (RESNET, 0.75)], ids=["cnn", "resnet"])
+def test_every_step_is_cheaper_than_full_training(key: ModelKey, share: float) -> None:
     full = estimate_full(key, 64).total_mb
     worst = max(
         estimate_step(key, s, 64).total_mb for s in progressive_steps(5 if key is RESNET else 4)
     )
-    assert worst < 0.75 * full
+    assert worst < share * full
 
 
 def test_estimate_is_deterministic() -> None:

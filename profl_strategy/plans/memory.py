@@ -274,9 +274,13 @@ def estimate_plan(key: ModelKey, step: Step, batch_size: int, plan: Plan) -> Mem
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = StepModel.of(key, step)
+    # The largest activation an op takes: a saved one, or the frozen prefix's larger of
+    # a layer's input and output (at least half of the prefix transient).
+    _, prefix_transient, _, largest = forward_terms(key, step, Plan(), micro or batch_size)
+    activation = max(largest, prefix_transient // 2)
     return estimate_call(
-        model, _plan_trainer(shape), key.input_shape, key.num_classes, batch_size, micro,
-        traces=_plan_traces(key, step, shape),
+        model, _plan_trainer(shape), key.input_shape, key.num_classes, batch_size, activation,
+        micro, traces=_plan_traces(key, step, shape),
     )  # fmt: skip
 
 
