@@ -90,7 +90,7 @@ def measure_row(row: str, threads: int) -> dict:
     from profl_strategy.peak import PeakMeter
     from profl_strategy.plans.memory import estimate_plan
     from profl_strategy.plans.plan import Plan
-    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, fix_mmap_threshold, prepare_process
+    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
     from profl_strategy.step_model import Step, StepModel
     from profl_strategy.task.model_key import ModelKey
 
@@ -103,7 +103,7 @@ def measure_row(row: str, threads: int) -> dict:
         for _ in range(2):  # fresh tensors per batch, as the data loader makes them
             yield torch.randn(batch, *key.input_shape), torch.randint(0, 10, (batch,))
 
-    fix_mmap_threshold()  # as a strict node does before it estimates (client_app.node)
+    set_policy(True)  # as a strict node does before it estimates (client_app.node)
     torch.manual_seed(0)
     if target[0] == "s":
         step = Step(int(target[1]), int(target[3:]))

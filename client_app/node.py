@@ -26,7 +26,7 @@ from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
 from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb, rss_mb
 from profl_strategy.protocol import Order, Refused, RunSpec, Trained
-from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, fix_mmap_threshold, prepare_process
+from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
 
 _logged: set[str] = set()
 
@@ -151,11 +151,11 @@ def prepare_node(context: Context, source: str) -> bool:
     On the CPU, estimating a call runs its training code on tiny batches. Under glibc's
     default policy the weight-sized blocks it frees stay in the heap, resident, and
     later calls reuse them: the process grows past what any call needs. A strict
-    policy (:func:`~profl_strategy.runtime.fix_mmap_threshold`) returns them.
+    policy (:func:`~profl_strategy.runtime.set_policy`) returns them.
     """
     strict = guard_on(context, source)
-    if strict and device().type == "cpu":
-        fix_mmap_threshold()
+    if device().type == "cpu":
+        set_policy(strict)
     return strict
 
 

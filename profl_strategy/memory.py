@@ -47,10 +47,12 @@ from profl_strategy.task.train import train_step
 
 MB = 2**20
 BACKWARD_TEMPORARIES = 2  # activation-sized gradients alive in backward (output's and input's)
-# Buffers a library op holds inside itself, where no tensor shows them: oneDNN reorders
-# a convolution's input and output gradient to its blocked layout within the op. Two
-# activation-sized buffers bound them (measured on the CPU: ResNet-18 width 1, batch 64,
-# stage-2 block 1 peaked 25 MB, 1.5 activations, above its traced tensors).
+# Buffers a library op holds inside itself, where no tensor shows them: oneDNN reorders a
+# convolution's operands (input, output gradient, weight, weight gradient) to its blocked
+# layout within the op. Two buffers the size of the largest operand bound them (measured
+# on the CPU: ResNet-18 width 1, batch 64, stage-2 block 1 peaked 25 MB, 1.5 activations,
+# over its traced tensors; VGG16 stage-1 block 4, whose activations are tiny, 8.5 MB, about
+# one 512x512x3x3 weight).
 LIBRARY_SCRATCH = 2
 # Threads that run cuBLAS in one training step: the caller (forward) and
 # autograd's per-device worker thread (backward), each with its own handle.
@@ -203,9 +205,9 @@ def estimate_call(
     ``traces`` are :func:`trace_call`'s at :data:`PROBE_BATCHES` (with two
     chunks when ``micro_batch`` splits the batch), traced here when not given;
     they are extrapolated to the micro-batch (or batch) size. The train phase
-    adds the whole batch's input and :data:`LIBRARY_SCRATCH` times
+    adds the whole batch's input and :data:`LIBRARY_SCRATCH` times the larger of
     ``largest_activation`` (bytes of the largest activation an op takes, at the
-    micro-batch size).
+    micro-batch size) and the largest weight.
     """
     model = copy.deepcopy(model).train()
     size = micro_batch if 0 < micro_batch < batch_size else batch_size
@@ -218,6 +220,7 @@ def estimate_call(
         trace = trace_call(model, train, input_shape, num_classes, size, chunks)
         got = (max(trace), trace[-1])
     peak, after = got
+    operand = max([largest_activation, *(_nbytes([p]) for p in model.parameters())])
     held = _nbytes([*model.parameters(), *model.buffers()])
     trainable = [p for p in model.parameters() if p.requires_grad]
     largest = max((_nbytes([p]) for p in trainable), default=0)
@@ -230,7 +233,7 @@ def estimate_call(
         message_mb=held / MB,
         phases=(
             ("load", held / MB),
-            ("train", (inputs + peak + LIBRARY_SCRATCH * largest_activation) / MB),
+            ("train", (inputs + peak + LIBRARY_SCRATCH * operand) / MB),
             ("reply", (after + reply) / MB),
         ),
     )

@@ -43,6 +43,7 @@ MMAP_THRESHOLD = 64 * 1024
 CPU_CALL_ALLOWANCE_MB = 3.5
 _M_MMAP_THRESHOLD = -3
 _prepared = False
+_policy: bool | None = None
 
 
 def fix_mmap_threshold() -> bool:
@@ -85,6 +86,19 @@ def prepared_idle_mb() -> float:
     return idle_rss_mb() if _prepared else 0.0
 
 
+def set_policy(strict: bool) -> bool:
+    """Set the allocator policy, once per process (the first caller's): strict fixes glibc's
+    mmap threshold (:func:`fix_mmap_threshold`). Returns whether the policy is strict.
+
+    Once per process because it is the process's: where nodes share one (the in-process
+    engine, tests), one strict node would otherwise slow every later step of all of them.
+    """
+    global _policy
+    if _policy is None:
+        _policy = strict and fix_mmap_threshold()
+    return _policy
+
+
 def prepare_process(key: ModelKey, strict: bool = True, held_mb: float = 0.0) -> float:
     """Set the allocator policy, warm the runtime for ``key``'s model and take the idle
     size, once per process (the first message's model; later ones are not warmed).
@@ -96,8 +110,7 @@ def prepare_process(key: ModelKey, strict: bool = True, held_mb: float = 0.0) ->
     global _prepared
     if not _prepared:
         _prepared = True
-        if strict:
-            fix_mmap_threshold()
+        set_policy(strict)
         if os.environ.get("PROFL_WARM_UP", "1") != "0":
             warm_up(key)
         trim_heap()
