@@ -207,7 +207,8 @@ def estimate_call(
     they are extrapolated to the micro-batch (or batch) size. The train phase
     adds the whole batch's input and :data:`LIBRARY_SCRATCH` times the larger of
     ``largest_activation`` (bytes of the largest activation an op takes, at the
-    micro-batch size) and the largest weight.
+    micro-batch size) and the largest convolution weight (oneDNN reorders those;
+    linear layers run on BLAS without).
     """
     model = copy.deepcopy(model).train()
     size = micro_batch if 0 < micro_batch < batch_size else batch_size
@@ -220,7 +221,8 @@ def estimate_call(
         trace = trace_call(model, train, input_shape, num_classes, size, chunks)
         got = (max(trace), trace[-1])
     peak, after = got
-    operand = max([largest_activation, *(_nbytes([p]) for p in model.parameters())])
+    convolutions = (_nbytes([p]) for p in model.parameters() if p.dim() == 4)
+    operand = max([largest_activation, *convolutions])
     held = _nbytes([*model.parameters(), *model.buffers()])
     trainable = [p for p in model.parameters() if p.requires_grad]
     largest = max((_nbytes([p]) for p in trainable), default=0)
