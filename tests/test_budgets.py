@@ -285,6 +285,7 @@ def test_run_goes_on_without_a_nan_node(
             "fraction-train": 1.0,
             "min-rounds-per-step": 1,
             "max-rounds-stage1": 1,
+            "num-server-rounds": REASK_LEFT_OUT_ROUNDS + 6,  # the node is asked again once
             "max-rounds-stage2": 2,
             "em-window": 2,
             "eval-every": 100,
