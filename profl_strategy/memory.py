@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -210,15 +210,18 @@ def estimate_call(
     micro-batch size) and the largest convolution weight (oneDNN reorders those;
     linear layers run on BLAS without).
     """
-    model = copy.deepcopy(model).train()
     size = micro_batch if 0 < micro_batch < batch_size else batch_size
     chunks = 2 if size < batch_size else 1
+    trainee = cache(lambda: copy.deepcopy(model).train())  # copied only if traced here
+
+    def trace_at(n: int) -> list[int]:
+        return trace_call(trainee(), train, input_shape, num_classes, n, chunks)
+
     if traces is None:
-        traces = [trace_call(model, train, input_shape, num_classes, n, chunks)
-                  for n in PROBE_BATCHES]  # fmt: skip
+        traces = [trace_at(n) for n in PROBE_BATCHES]
     got = extrapolated_peak(traces, PROBE_BATCHES, size)
     if got is None:
-        trace = trace_call(model, train, input_shape, num_classes, size, chunks)
+        trace = trace_at(size)
         got = (max(trace), trace[-1])
     peak, after = got
     convolutions = (_nbytes([p]) for p in model.parameters() if p.dim() == 4)
