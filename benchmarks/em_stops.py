@@ -15,7 +15,7 @@ score its own sub-model (block and output module), so they compare within a step
 
 Usage::
 
-    python -m benchmarks.em_stops benchmarks/results/fmnist_long_ablate \
+    python -m benchmarks.em_stops benchmarks/results/fmnist_long_ablations \
         [--thresholds 0.3,0.4,0.5,0.6] [--patience 2] [--min-shares 0,0.5,0.75]
 """
 

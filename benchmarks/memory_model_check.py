@@ -8,9 +8,9 @@ every (step, plan) row: estimate, estimate + cuBLAS workspace
 No GPU is needed: it re-reads recorded measurements.
 
     python -m benchmarks.memory_model_check \\
-        benchmarks/results/plans_cuda_h100_default.md --capability 9.0
+        benchmarks/results/plans_cuda_h100/default.md --capability 9.0
     python -m benchmarks.memory_model_check \\
-        benchmarks/results/plans_cuda_h100_small_cublas_ws.md --capability 9.0 \\
+        benchmarks/results/plans_cuda_h100/small_cublas_ws.md --capability 9.0 \\
         --cublas-config :16:8
 """
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.revision import table_note
 from benchmarks.run_files import read_results, results_paths
 
 COLUMNS = [  # key, header, format
@@ -211,8 +212,9 @@ def table_markdown(table: list[dict[str, Any]]) -> str:
 
 
 def write_tables(out: Path, rows: list[dict[str, Any]], table: list[dict[str, Any]]) -> None:
-    """table.md and table.csv (per method), runs.csv (per run)."""
-    (out / "table.md").write_text(table_markdown(table))
+    """table.md (headed by the runs' commits where they differ), table.csv, runs.csv."""
+    note = table_note(out, [f"{r['method']}-s{r['seed']}" for r in rows])
+    (out / "table.md").write_text(note + table_markdown(table))
     keys = [k for k, _, _ in COLUMNS]
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)

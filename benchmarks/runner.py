@@ -32,6 +32,7 @@ from typing import IO
 
 from benchmarks.machine import machine_facts
 from benchmarks.pool import pin, run_pooled
+from benchmarks.revision import revision
 
 REPO = Path(__file__).resolve().parents[1]
 # Named variants: a conf/method entry plus run-config of its own, one table row each.
@@ -114,15 +115,17 @@ NEEDS = {
     "depthfl": "train.depth",
     "inclusivefl": "train.depth",
 }
-COPY_IGNORE = shutil.ignore_patterns(
+SNAPSHOT_SKIPS = (
     ".venv", ".git", "outputs", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
     "results", "deploy", ".flwr*", ".cache*",
 )  # fmt: skip
+COPY_IGNORE = shutil.ignore_patterns(*SNAPSHOT_SKIPS)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# server_app.results.round_line: round stage block elig/sel acc loss EM need meas down up time
+# server_app.results.round_line: round[/N] stage block elig/sel acc loss EM need meas down up
+# time [left]
 ROUND = re.compile(
-    r"^\s*(?P<round>\d+)\s+(?P<stage>\d+)\s+(?P<block>\d+)\s+(?P<elig>\d+)/(?P<sel>\d+)\s+"
-    r"(?P<acc>\S+)\s+(?P<loss>\S+)\s+\S+\s+(?P<need>\S+)\s+.*\s(?P<secs>[\d.]+)s\s*$"
+    r"^\s*(?P<round>\d+)(?:/\d*)?\s+(?P<stage>\d+)\s+(?P<block>\d+)\s+(?P<elig>\d+)/(?P<sel>\d+)\s+"
+    r"(?P<acc>\S+)\s+(?P<loss>\S+)\s+\S+\s+(?P<need>\S+)\s+.*?\s(?P<secs>[\d.]+)s(?:\s+\S+)?\s*$"
 )
 
 
@@ -189,6 +192,8 @@ class RunSpec:
     error: str = ""
     rounds_seen: int = 0
     core: int | None = None  # the CPU it ran on (``--jobs`` > 1)
+    commit: str | None = None  # the app's commit, and whether its checkout had changes
+    dirty: bool | None = None  # (benchmarks/revision.py; None outside a git checkout)
 
     @property
     def name(self) -> str:
@@ -353,11 +358,16 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
     order); the names of failed runs.
 
     ``out/manifest.json`` (settings, every command that wrote to ``out``, status of every
-    run, the comparison's wall time so far and the machine it ran on) is rewritten after
-    each run, so an interrupted comparison still says what ran, where and how long it took.
+    run, the comparison's wall time so far, the machine it ran on and the commit of
+    ``source``, per run as well, since runs kept from earlier invocations keep theirs) is
+    rewritten after each run, so an interrupted comparison still says what ran, where, at
+    which commit and how long it took.
     """
     manifest = out / "manifest.json"
     kept, commands = earlier_manifest(manifest, cfg.runs)
+    code = revision(source, SNAPSHOT_SKIPS)  # once: the snapshot is taken once
+    for spec in cfg.runs:
+        spec.commit, spec.dirty = code["commit"], code["dirty"]
     commands = [*commands, list(argv)]
     methods = list(dict.fromkeys(spec.method for spec in cfg.runs))
     seeds = list(dict.fromkeys(spec.seed for spec in cfg.runs))
@@ -376,7 +386,7 @@ def run_all(cfg: Settings, out: Path, source: Path, argv: Sequence[str]) -> list
             i, spec = numbered
             run_one(spec, cfg, f"[{i}/{len(cfg.runs)} {spec.name}]", tmp, core)
             with lock:
-                info = asdict(cfg) | {"commands": commands, "app_source": str(source)}
+                info = asdict(cfg) | {"commands": commands, "app_source": str(source)} | code
                 info["runs"] = kept + info["runs"]
                 info["wall_seconds"] = round(time.monotonic() - started, 1)
                 info["machine"] = machine
