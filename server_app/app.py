@@ -20,9 +20,11 @@ from profl_strategy.factory import build_strategy, run_spec
 from profl_strategy.protocol import RunSpec
 from profl_strategy.task.evaluate import TestSetEvaluator
 from server_app.local_superlink import startup_notes
+from server_app.polling import PollingGrid
 from server_app.results import RunRecorder
 
 app = ServerApp()
+FLOWER_DEFAULT_SUPERNODES = 2  # `flwr run .` without --federation-config
 
 
 @app.main()
@@ -32,7 +34,10 @@ def main(grid: Grid, context: Context) -> None:
     log(INFO, where)
     if costly:
         log(WARNING, costly)
-    run_profl(grid, dict(context.run_config))
+    if len(list(grid.get_node_ids())) == FLOWER_DEFAULT_SUPERNODES:
+        log(INFO, "2 SuperNodes: Flower's default simulation. The presets are sized for 20; "
+            "for the README's run add --federation-config \"num-supernodes=20\"")  # fmt: skip
+    run_profl(PollingGrid(grid), dict(context.run_config))
 
 
 def test_set_evaluator(cfg: DictConfig, data_dir: str) -> TestSetEvaluator:
@@ -93,7 +98,7 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     log(INFO, "estimated peak MB, full-model training %.2f; %s", run.full_peak_mb,
         strategy.memory_summary())  # fmt: skip
     run_dir = run_dir_of(cfg)
-    recorder = RunRecorder(run_dir, config)
+    recorder = RunRecorder(run_dir, config, int(cfg.num_rounds))
     if resumed is not None:
         strategy.load_state_dict(resumed)
         recorder.data["rounds"] = list(strategy.history)
@@ -115,7 +120,7 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
         last = evaluator(-1, strategy.final_model())
         summary["final_accuracy_last_round"] = last["accuracy"]
         summary["final_average_rounds"] = len(strategy.tail.states)
-    recorder.finish(summary)
+    recorder.finish(summary, strategy.budgets)
     return summary
 
 
