@@ -23,7 +23,28 @@ from profl_strategy.plans import PLAN_MODES
 from profl_strategy.schedule import EM_STOPS
 from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+def _find_conf_dir() -> Path:
+    """The YAML tree under ``conf/``: the one place that decides where it lives.
+
+    A wheel carries it inside the package (``profl_strategy/_conf``, see
+    ``[tool.hatch.build.targets.wheel.force-include]``); a checkout or a FAB has it beside
+    the package (``conf/``). The packaged copy wins, so an installed wheel never reads a
+    stray ``conf/`` folder that happens to sit in ``site-packages``.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = (package / "_conf", package.parent / "conf")
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        "ProFL's configuration files (config.yaml and its groups) were not found in "
+        + " or ".join(str(c) for c in candidates)
+        + "; install the app with `pip install .` from a checkout, or run it from one"
+    )
+
+
+CONF_DIR = _find_conf_dir()
 SHARE_BY = ("equal", "params", "sqrt-params")  # method.share_by
 
 # run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
