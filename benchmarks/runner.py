@@ -297,10 +297,14 @@ def stream(
 
 
 def record_outcome(spec: RunSpec, returncode: int | None) -> None:
-    """ok only if ``flwr run`` succeeded and the run wrote its summary (a finished run)."""
+    """ok only if ``flwr run`` succeeded and the run wrote its summary without having
+    stopped early (rounds in a row in which no node trained)."""
     found = sorted(spec.out.glob("*/results.json"))
-    done = found and "summary" in json.loads(found[-1].read_text())
-    if returncode == 0 and done and not spec.error:
+    summary = json.loads(found[-1].read_text()).get("summary") if found else None
+    stopped = (summary or {}).get("stopped")  # the engine gave up: nothing could train
+    if stopped and not spec.error:
+        spec.error = f"the run stopped: {stopped}"
+    if returncode == 0 and summary is not None and not spec.error:
         spec.status, spec.results = "ok", str(found[-1])
     else:
         spec.status = "failed"

@@ -8,20 +8,28 @@ runs, the resident memory of the process that hosts the ServerApp in simulation
     python -m benchmarks.scale --nodes 20,1000 --rounds 3 --data-dir ../shared/data
 
 prints one row per size: peak RSS of the ServerApp process, median seconds per round
-(round 1, which also asks every node for its budget, separately) and the run's wall time.
+(round 1, its nodes' first call, separately) and the run's wall time (with the budget
+query to every node before round 1).
+A run that did not finish, or stopped because it could not learn (a split of the data
+the partitioner cannot make, rounds without a usable reply), is ``failed``, and why is
+printed under the table (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchmarks.runner import REPO, RunSpec, Settings, run_one, snapshot_app
+from benchmarks.runner import ANSI, REPO, RunSpec, Settings, run_one, snapshot_app
+
+# The last line of a Python traceback: the exception that ended the ServerApp.
+EXCEPTION = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
 
 
 def _rss_mb(pid: int) -> float:
@@ -47,6 +55,25 @@ def _serverapp_pids(home: Path) -> list[int]:
         ):
             pids.append(int(proc.name))
     return pids
+
+
+def outcome(spec: RunSpec, summary: dict) -> tuple[str, str]:
+    """A run's status in the table and why it is not ``ok``: ``failed`` also when it
+    finished but stopped because it could not learn (its summary's ``stopped``)."""
+    if spec.status == "ok" and not summary.get("stopped"):
+        return "ok", ""
+    if summary.get("stopped"):
+        return "failed", f"stopped: {summary['stopped']}"
+    return "failed", why_failed(spec)
+
+
+def why_failed(spec: RunSpec) -> str:
+    """The exception that ended the run's ServerApp (from ``flwr.log``), else what the
+    runner saw (a timeout, an exit status)."""
+    log = spec.out / "flwr.log"
+    lines = ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.exists() else []
+    found = [m for m in map(EXCEPTION.match, lines) if m]
+    return f"{found[-1][1]}: {found[-1][2]}" if found else spec.error
 
 
 class RssSampler(threading.Thread):
@@ -97,6 +124,7 @@ def main() -> None:
             run_one(spec, cfg, f"[{n} nodes]", tmp)
             sampler.stop()
             data = json.loads(Path(spec.results).read_text()) if spec.results else {}
+            spec.status, why = outcome(spec, data.get("summary", {}))
             secs = [r["round_s"] for r in data.get("rounds", []) if "round_s" in r]
             rows.append({
                 "nodes": n, "status": spec.status, "rss_peak_mb": round(sampler.peak_mb, 1),
@@ -104,7 +132,7 @@ def main() -> None:
                 "median_s_per_round_after_1": round(statistics.median(secs[1:]), 1)
                 if len(secs) > 1 else None,
                 "selected_per_round": [r.get("selected") for r in data.get("rounds", [])],
-                "wall_s": round(time.monotonic() - started, 1),
+                "wall_s": round(time.monotonic() - started, 1), "why": why,
             })  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(rows, indent=1))
@@ -114,6 +142,9 @@ def main() -> None:
             "selected_per_round", "wall_s")  # fmt: skip
     for r in rows:
         print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    for r in rows:
+        if r["why"]:
+            print(f"\n{r['nodes']} nodes {r['status']}: {r['why']}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from profl_strategy.feasibility import check_feasible
 from profl_strategy.merge import merge_updates
 from profl_strategy.nodes import NodeBook
 from profl_strategy.protocol import ARRAYS, CONFIG, NUM_EXAMPLES, RunSpec
+from profl_strategy.round_failures import NodeErrors, errors_once, stop_reason
 from profl_strategy.schedule import ProgressiveSchedule, Transition
 from profl_strategy.step_model import Step
 from profl_strategy.tail import TailAverage
@@ -126,6 +127,8 @@ class Engine(FedAvg):
         self.model: nn.Module = nn.Module()
         self.history: list[dict[str, Any]] = []
         self.refusals = 0
+        self.errors = NodeErrors()  # the nodes' error replies, each distinct one logged once
+        self.stopped: str | None = None  # why the run stopped before its schedule ended
         self.server_round = 0
         self.round_timeout = 600.0
         self.deadline: float | None = None  # time.monotonic(): no round starts after it
@@ -229,7 +232,7 @@ class Engine(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Screen the replies against the round's plan and merge the usable ones."""
         plan = self._in_flight.pop(server_round)
-        outcome = screen(plan, replies, self.nodes)
+        outcome = screen(plan, replies, self.nodes, self.errors)
         if not self._merge(plan, outcome):
             return None, None
         return ArrayRecord(self.model.state_dict()), outcome.train_metrics()
@@ -292,7 +295,7 @@ class Engine(FedAvg):
             record |= plan.log()
         else:
             replies = list(grid.send_and_receive(messages, timeout=timeout))
-            outcome = screen(plan, replies, self.nodes)
+            outcome = screen(plan, replies, self.nodes, self.errors)
             record |= plan.log() | outcome.log()
             if self._merge(plan, outcome):
                 record["train_loss"] = outcome.train_loss()
@@ -330,41 +333,57 @@ class Engine(FedAvg):
         self.round_timeout = timeout
         self.summary()
         self.wait_for_nodes(grid, self.min_train_nodes, timeout)
+        if not self.schedule.done and (online := len(list(grid.get_node_ids()))):
+            from profl_strategy.task.partition_check import check_partitions  # data stack
+
+            check_partitions(self.run.data, online, self.run.seed)  # one partition a node
         if self.memory_aware and not self.schedule.done:
             self.discover(grid, self.server_round, timeout)
             check_feasible(self.remaining_needs(), self.budgets.values(), self.batch_size)
         result = Result()
-        while self.server_round < num_rounds and not self.schedule.done and self._in_time():
-            self.server_round += 1
-            t0 = time.monotonic()
-            step = self.schedule.current
-            record = self.train_round(grid, self.server_round, timeout)
-            if "train_loss" in record:
-                result.train_metrics_clientapp[self.server_round] = MetricRecord(
-                    {"train-loss": record["train_loss"]}
-                )
-            due = self.server_round % self.eval_every == 0 or "transition" in record
-            scored = evaluate_fn is not None and (due or self.schedule.done)
-            if scored or self.tail is not None:
-                record |= self.refresh(grid)
-            if scored:
-                record.update(evaluate_fn(self.server_round, self.eval_model(step)))
-                result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
-                    {k: float(record[k]) for k in ("accuracy", "loss")}
-                )
-            if self.tail is not None:
-                self.tail.push(self.final_model())
-            record["round_s"] = time.monotonic() - t0
-            self.history.append(record)
-            if self.on_round:
-                self.on_round(record)
+        with errors_once():  # Flower logs every failed ClientApp call: each error once
+            while self.server_round < num_rounds and not self.schedule.done and self._going_on():
+                self._round(grid, timeout, evaluate_fn, result)
         if self.history:  # the last round may not have been read (a time box, no scoring)
             self.history[-1].update(self.refresh(grid))
         result.arrays = ArrayRecord(self.deliverable().state_dict())
         return result
 
-    def _in_time(self) -> bool:
-        """Whether a round may still start (a time-boxed run stops between rounds)."""
+    def _round(
+        self, grid: Grid, timeout: float, evaluate_fn: Evaluator | None, result: Result
+    ) -> None:
+        """The next round, scored when due, into ``history`` and ``result``."""
+        self.server_round += 1
+        t0 = time.monotonic()
+        step = self.schedule.current
+        record = self.train_round(grid, self.server_round, timeout)
+        if "train_loss" in record:
+            result.train_metrics_clientapp[self.server_round] = MetricRecord(
+                {"train-loss": record["train_loss"]}
+            )
+        due = self.server_round % self.eval_every == 0 or "transition" in record
+        scored = evaluate_fn is not None and (due or self.schedule.done)
+        if scored or self.tail is not None:
+            record |= self.refresh(grid)
+        if scored:
+            record.update(evaluate_fn(self.server_round, self.eval_model(step)))
+            result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
+                {k: float(record[k]) for k in ("accuracy", "loss")}
+            )
+        if self.tail is not None:
+            self.tail.push(self.final_model())
+        record["round_s"] = time.monotonic() - t0
+        self.history.append(record)
+        if self.on_round:
+            self.on_round(record)
+        self.stopped = stop_reason(self.history, self.errors)  # rounds in a row unused
+        if self.stopped:
+            log(ERROR, "stopping after round %d: %s", self.server_round, self.stopped)
+
+    def _going_on(self) -> bool:
+        """Whether a round may start: not once ``stopped``, nor after the time box."""
+        if self.stopped:
+            return False
         if self.deadline is None or time.monotonic() < self.deadline:
             return True
         log(INFO, "time box reached after round %d: stopping", self.server_round)

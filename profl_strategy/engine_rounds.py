@@ -21,6 +21,7 @@ from flwr.common import log
 from profl_strategy.merge import Index, Update
 from profl_strategy.nodes import NodeBook
 from profl_strategy.protocol import ARRAYS, NUM_EXAMPLES, Order, Refused, Trained, read_reply
+from profl_strategy.round_failures import NodeErrors, log_repeats
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -208,15 +209,22 @@ def warn_over(node: int, trained: Trained) -> None:
             "(budget %.1f MB)", node, peak, predicted, budget)  # fmt: skip
 
 
-def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> RoundOutcome:
-    """Sort a round's replies into usable ones (in node order) and counted failures."""
-    outcome = RoundOutcome()
+def screen(
+    plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook, errors: NodeErrors | None = None
+) -> RoundOutcome:
+    """Sort a round's replies into usable ones (in node order) and counted failures.
+
+    Error replies are logged through ``errors`` (the run's), each distinct error once.
+    """
+    errors = errors if errors is not None else NodeErrors()
+    outcome, repeats = RoundOutcome(), []
     for reply in replies:
         outcome.replies += 1
         node, sent = plan.assignment_of(reply)
         if reply.has_error():
             outcome.failed += 1
-            log(WARNING, "reply of node %s failed: error reply: %s", node, reply.error.reason)
+            if not errors.add(plan.server_round, node, reply.error.reason):
+                repeats.append(node)
             continue
         answer = read_reply(reply.content) if reply.has_content() else None
         nodes.refresh(node, answer)
@@ -235,6 +243,7 @@ def screen(plan: RoundPlan, replies: Iterable[Message], nodes: NodeBook) -> Roun
         assert sent is not None and isinstance(answer, Trained)
         warn_over(node, answer)
         outcome.good.append(Returned(node, sent, answer, reply.content))
+    log_repeats(plan.server_round, repeats)
     # Sum in a fixed order: float addition is not associative, replies come in any order.
     outcome.good.sort(key=lambda r: nodes.order(r.node))
     return outcome

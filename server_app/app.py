@@ -136,6 +136,7 @@ def summarize(
         "seed": seed,
         "rounds": strategy.server_round,
         "schedule_done": strategy.schedule.done,
+        "stopped": strategy.stopped,  # why the run stopped early (no usable replies), or None
         "refusals": strategy.refusals,
         "failed_replies": sum(r.get("failed", 0) for r in history),
         "rejected_replies": sum(r.get("rejected", 0) for r in history),

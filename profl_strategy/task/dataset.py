@@ -35,7 +35,7 @@ from profl_strategy.task.images import (
     channels_last_batch,
     whole_batch,
 )
-from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_split
+from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_labels, load_local_split
 from profl_strategy.task.partition_cache import cache_files, read_partition, save_partition
 
 if TYPE_CHECKING:
@@ -98,14 +98,22 @@ def partition_rows(dataset: str, partition_id: int, num_partitions: int, **spec:
 
 
 def _partition_rows(p: Partition) -> np.ndarray:
-    """Row indices of ``p`` in the local train split.
-
-    Only the labels go into a ``datasets.Dataset`` (fast); a ``row`` column
-    records where each sample came from so the image array can be indexed.
-    """
-    import datasets
-
+    """Row indices of ``p`` in the local train split."""
     _check_partition_id(p.partition_id, p.num_partitions)
+    # Via Arrow: iterating a datasets Column row by row is ~15x slower.
+    rows = local_partitioner(p).load_partition(p.partition_id).with_format("arrow")[:]["row"]
+    return rows.to_numpy().astype(np.int64, copy=False)
+
+
+def local_partitioner(p: Partition) -> Partitioner:
+    """The partitioner of ``p``'s local train split, built once per process.
+
+    Only the labels go into its ``datasets.Dataset`` (fast), with a ``row`` column
+    recording where each sample came from so the image array can be indexed. The
+    nodes' partitions and the server's check of them
+    (:mod:`~profl_strategy.task.partition_check`) share it: in one process
+    (``server_app.inprocess``) the split is made once.
+    """
     key = (
         p.dataset,
         p.data_dir,
@@ -117,15 +125,39 @@ def _partition_rows(p: Partition) -> np.ndarray:
     )
     part = _LOCAL_PARTITIONERS.get(key)
     if part is None:
+        import datasets
+
+        _check_local(p.dataset)
+        labels = load_local_labels(p.dataset, "train", p.data_dir)
+        order = seeded_order(len(labels), p.seed)
         part = make_partitioner(p)
-        _, labels = _local_full(p.dataset, "train", p.data_dir)
-        # Shuffle by seed first, as FederatedDataset does, so IID is random too.
-        order = np.random.default_rng(p.seed).permutation(len(labels))
         part.dataset = datasets.Dataset.from_dict({"label": labels[order], "row": order})
+        part.load_partition(0)  # splits now: a split that failed is not kept to retry
         _LOCAL_PARTITIONERS[key] = part
-    # Via Arrow: iterating a datasets Column row by row is ~15x slower.
-    rows = part.load_partition(p.partition_id).with_format("arrow")[:]["row"]
-    return rows.to_numpy().astype(np.int64, copy=False)
+    return part
+
+
+def seeded_order(n: int, seed: int) -> np.ndarray:
+    """The order local train rows reach the partitioner: shuffled by seed first, as
+    ``FederatedDataset`` shuffles the hub's, so IID partitions are random too."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def train_labels(dataset: str, *, data_dir: str, seed: int) -> tuple[np.ndarray, str]:
+    """The train split's labels in the order the nodes' partitioner sees them, and the
+    name of their column: what decides how the split is partitioned, without the images.
+
+    Local data: the label file, shuffled by :func:`seeded_order`. Hub data: the
+    column of the ``FederatedDataset`` the test split came from (:func:`load_test`,
+    same seed, so the same shuffle; its download holds every split).
+    """
+    info = get_info(dataset)
+    if data_dir:
+        _check_local(dataset)
+        labels = load_local_labels(dataset, "train", data_dir)
+        return labels[seeded_order(len(labels), seed)], "label"
+    split = _hub_full(info, seed).load_split("train").select_columns([info.label_column])
+    return np.asarray(split.with_format("numpy")[info.label_column]), info.label_column
 
 
 def load_partition(
@@ -183,13 +215,7 @@ def load_test(dataset: str, *, data_dir: str, seed: int) -> tuple[np.ndarray, np
     info = get_info(dataset)
     if data_dir:
         return _local_full(dataset, "test", data_dir)
-    key = (dataset, "test", seed)
-    fds = _HUB_FDS.get(key)
-    if fds is None:
-        from flwr_datasets.partitioner import IidPartitioner
-
-        fds = _HUB_FDS[key] = _hub_dataset(info, IidPartitioner(num_partitions=1), seed)
-    return _hf_to_numpy(fds.load_split("test"), info)
+    return _hf_to_numpy(_hub_full(info, seed).load_split("test"), info)
 
 
 def make_loader(
@@ -284,6 +310,17 @@ def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np
     if key not in _LOCAL_FULL:
         _LOCAL_FULL[key] = load_local_split(dataset, split, data_dir)
     return _LOCAL_FULL[key]
+
+
+def _hub_full(info: DatasetInfo, seed: int) -> FederatedDataset:
+    """The hub dataset with every split whole (train as one partition), once per seed."""
+    key = (info.name, "test", seed)
+    fds = _HUB_FDS.get(key)
+    if fds is None:
+        from flwr_datasets.partitioner import IidPartitioner
+
+        fds = _HUB_FDS[key] = _hub_dataset(info, IidPartitioner(num_partitions=1), seed)
+    return fds
 
 
 def _hub_dataset(info: DatasetInfo, partitioner: Partitioner, seed: int) -> FederatedDataset:

@@ -80,6 +80,29 @@ def load_local_split(dataset: str, split: str, data_dir: str) -> tuple[np.ndarra
     return _load_idx(dataset, split, Path(data_dir).expanduser(), files)
 
 
+def load_local_labels(dataset: str, split: str, data_dir: str) -> np.ndarray:
+    """The labels of one local split (int64, original order), without its images.
+
+    What :func:`load_local_split` returns as labels, read from the label file
+    (CIFAR-10: the index) alone: the server checks how the train split can be
+    partitioned (:mod:`profl_strategy.task.partition_check`) without its images.
+    """
+    files = split_files(dataset, split, data_dir)
+    if not files[1].is_file():
+        raise FileNotFoundError(
+            f"Missing {dataset} file '{files[1]}'. Set data-dir to the folder holding "
+            f"the {dataset} files (e.g. /work/shared/data)."
+        )
+    if dataset == "cifar10":
+        return read_cifar10_index(files[1])[1]
+    raw = files[1].read_bytes()
+    count = int.from_bytes(raw[4:8], "big")
+    # IDX label files: magic 2049 (unsigned bytes, one dimension), the count, the labels
+    if int.from_bytes(raw[:4], "big") != 2049 or len(raw) != 8 + count:
+        raise ValueError(f"'{files[1]}' is not an IDX label file (magic 2049, then the count).")
+    return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+
+
 def split_files(dataset: str, split: str, data_dir: str) -> tuple[Path, ...]:
     """The files one local split is read from, whether they exist or not.
 
