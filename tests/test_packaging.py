@@ -127,8 +127,13 @@ def check_in_venv(venv: Path, cwd: Path, run_config: dict) -> dict:
     """:data:`CHECK`'s report, after asserting that it ran the wheel, not the checkout."""
     proc = run([str(venv / "bin" / "python"), "-c", CHECK, json.dumps(run_config)], cwd)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    for file in report["files"] + report["namespace"] + [report["conf_dir"]]:
+    for file in report["files"] + [report["conf_dir"]]:
         assert Path(file).resolve().is_relative_to(venv.resolve()), report
+    # No portion of the namespace package from the checkout. (An editable install of the
+    # test environment leaves a `profl_strategy/_conf` copy in its site-packages, which the
+    # venv sees; nothing imports from it.)
+    source = (REPO / "profl_strategy").resolve()
+    assert all(Path(portion).resolve() != source for portion in report["namespace"]), report
     return report
 
 
