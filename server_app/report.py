@@ -68,6 +68,8 @@ def summary_lines(summary: Mapping[str, Any], results_path: str) -> list[str]:
             f"  mean of the last {summary['final_average_rounds']} rounds' models; "
             f"the last round's model alone: {summary['final_accuracy_last_round']:.4f}"
         )
+    if summary.get("stopped"):
+        lines.append(f"  stopped before its schedule ended: {summary['stopped']}")
     tiers = summary.get("measured_by_tier") or []
     if tiers:
         lines.append("peak memory per training call, measured over the idle ClientApp:")

@@ -68,7 +68,9 @@ def test_the_run_ends_in_words_not_json(tmp_path: Path, caplog) -> None:  # noqa
 
 def test_summary_lines_name_problems() -> None:
     lines = summary_lines(
-        {"final_accuracy": 0.1, "seed": 1, "rounds": 3, "refusals": 2, "failed_replies": 0},
+        {"final_accuracy": 0.1, "seed": 1, "rounds": 3, "refusals": 2, "failed_replies": 0,
+         "stopped": "no reply could be used in 3 rounds in a row"},
         "r.json",
-    )
+    )  # fmt: skip
     assert any("refusals: 2" in line for line in lines)
+    assert any("stopped before its schedule ended: no reply" in line for line in lines)
