@@ -35,8 +35,9 @@ def main(grid: Grid, context: Context) -> None:
     if costly:
         log(WARNING, costly)
     if len(list(grid.get_node_ids())) == FLOWER_DEFAULT_SUPERNODES:
-        log(INFO, "2 SuperNodes: Flower's default simulation. The presets are sized for 20; "
-            "for the README's run add --federation-config \"num-supernodes=20\"")  # fmt: skip
+        log(WARNING, "2 SuperNodes (Flower's default simulation): each trains on half the "
+            "training split, so a round takes minutes on a CPU. The presets are sized for 20: "
+            "add --federation-config \"num-supernodes=20\" (README)")  # fmt: skip
     run_profl(PollingGrid(grid), dict(context.run_config))
 
 
