@@ -24,7 +24,7 @@ from profl_strategy.budgets import NodeConfigError, memory_mb_of, node_budget_mb
 from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
 from profl_strategy.guard import OverBudget, budget_guard
 from profl_strategy.memory import cuda_workspace_mb
-from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb, rss_mb
+from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb
 from profl_strategy.protocol import Order, Refused, RunSpec, Trained
 from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
 
@@ -179,10 +179,10 @@ def run_measured(
     if where.type == "cpu":
         prepare_process(order.run.model, strict=strict, held_mb=held)
     try:
-        # Sharing a process with the server, a node has no idle size of its own: its peak
-        # is counted from the resident size at the call's start, less the received arrays.
-        baseline = rss_mb() - held if in_process_engine() and where.type == "cpu" else None
-        with PeakMeter(where, limit, baseline) as meter, budget_guard(meter):
+        # Sharing a process with other nodes (a Ray actor) or the server, a node has no idle
+        # size of its own: its peak is counted from the resident size at the call's start.
+        shared = in_simulation() and where.type == "cpu"
+        with PeakMeter(where, limit, held if shared else None) as meter, budget_guard(meter):
             out = call()
     except OverBudget as over:
         log(WARNING, "stopped: %.1f MB measured passed the budget of %.1f MB (%.1f MB "
@@ -194,7 +194,7 @@ def run_measured(
     if "peak" not in _logged:
         _logged.add("peak")
         log(INFO, "first call's peak %s over %s; idle ClientApp %.0f MB, %s allocator policy",
-            meter.result.describe(), "its start" if baseline is not None else "the idle ClientApp",
+            meter.result.describe(), "its start" if shared else "the idle ClientApp",
             idle_rss_mb(), "strict" if strict else "fast")  # fmt: skip
     return out, Call(meter.result, budget_mb + overhead, need_mb + overhead, strict)
 

@@ -196,10 +196,10 @@ def array_problem(content: RecordDict, shapes: Shapes, examples: float) -> str |
 
 def warn_over(node: int, trained: Trained) -> None:
     """Log a warning naming the node if its measured peak passed its budget or the
-    prediction (whole-call figures; a node on the fast allocator is held to neither)."""
+    prediction (whole-call figures), whatever its allocator policy."""
     peak, budget, predicted = (trained.peak_mb_measured, trained.call_budget_mb,
                                trained.call_predicted_mb)  # fmt: skip
-    if trained.memory_policy != "strict" or not budget:
+    if not budget:
         return
     if peak > budget:
         log(WARNING, "node %s: measured peak %.1f MB is over its budget of %.1f MB "

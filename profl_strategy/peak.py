@@ -140,8 +140,11 @@ class Measurement:
 class PeakMeter:
     """Measure a call's peak on ``device``; optionally watch it against a limit.
 
-    ``baseline_mb`` replaces the idle size where a process hosts more than one
-    node and a server (the in-process engine). With ``limit_mb`` a thread samples
+    ``shared_less_mb`` is for a process that hosts many nodes (a simulation's Ray
+    actor, the in-process engine): no node has an idle size of its own there, so the
+    call is counted from the resident size at its start, taken after the free heap is
+    trimmed, less ``shared_less_mb`` (what the call already holds: its received
+    arrays). With ``limit_mb`` a thread samples
     the resident size (CPU) during the call and sets :attr:`tripped` once the
     call's peak passes the limit, so the call can stop itself
     (:func:`~profl_strategy.guard.budget_guard`) before the OS kills it.
@@ -154,11 +157,15 @@ class PeakMeter:
     """
 
     def __init__(
-        self, device: torch.device, limit_mb: float | None = None, baseline_mb: float | None = None
+        self,
+        device: torch.device,
+        limit_mb: float | None = None,
+        shared_less_mb: float | None = None,
     ) -> None:
         self.device = device
         self.limit_mb = limit_mb
-        self.baseline_mb = baseline_mb
+        self.shared_less_mb = shared_less_mb
+        self.baseline_mb: float | None = None
         self.tripped = threading.Event()
         self._stop = threading.Event()
         self._sampled = 0.0
@@ -183,6 +190,8 @@ class PeakMeter:
         else:
             idle_rss_mb()
             trim_heap()
+            if self.shared_less_mb is not None:
+                self.baseline_mb = rss_mb() - self.shared_less_mb
             if reset_hwm():
                 self._method = "VmHWM"
             else:

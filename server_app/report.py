@@ -12,9 +12,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-# Simulated nodes share a process and keep freed heap (the fast allocator policy), so their
-# peaks include other nodes' leftovers: reported, never held to a budget (docs/memory.md).
-FAST_NOTE = " (simulation, fast allocator: not held to it)"
 # Round times that predict the rest: the first round pays start-up (Ray workers, data).
 ETA_WINDOW = 10
 
@@ -72,13 +69,15 @@ def summary_lines(summary: Mapping[str, Any], results_path: str) -> list[str]:
         lines.append(f"  stopped before its schedule ended: {summary['stopped']}")
     tiers = summary.get("measured_by_tier") or []
     if tiers:
-        lines.append("peak memory per training call, measured over the idle ClientApp:")
+        lines.append(
+            "peak memory per training call, measured over the idle ClientApp (simulated "
+            "nodes share a process: over the call's start):"
+        )
         for t in tiers:
-            held = "" if t.get("policy") == "strict" else FAST_NOTE
             lines.append(
                 f"  tier {t['tier_mb']:7.2f} MB, {t['nodes']:3d} nodes, {t['calls']:4d} calls: "
                 f"worst {t['worst_mb']:6.1f} MB against a call budget of {t['budget_mb']:6.1f} MB, "
-                f"{t['over']} over{held}"
+                f"{t['over']} over"
             )
     problems = {k: summary.get(k, 0) for k in ("refusals", "failed_replies", "rejected_replies")}
     if any(problems.values()):

@@ -132,3 +132,31 @@ def test_nodes_at_their_predicted_budget_stay_under_it_in_every_round(
         assert m["policy"] == "strict"
         assert 0 < m["measured_mb"] <= m["budget_mb"], (rnd, node, m)
     assert all(r.get("overruns", 0) == 0 for r in rounds)
+
+
+SHARED_PROCESS = textwrap.dedent(
+    """
+    import json, numpy as np, torch
+    from profl_strategy.peak import PeakMeter, idle_rss_mb
+    idle_rss_mb()  # the process's idle size, before any node's call
+    leftover = np.ones(64 * 2**20, dtype=np.uint8)  # another node's data, still resident
+    def call():
+        buf = np.ones(16 * 2**20, dtype=np.uint8)
+        return int(buf[::4096].sum())
+    out = {}
+    for name, shared in (("own", None), ("shared", 0.0)):
+        with PeakMeter(torch.device("cpu"), shared_less_mb=shared) as meter:
+            call()
+        out[name] = meter.result.peak_mb
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_node_sharing_a_process_is_measured_from_its_calls_start() -> None:
+    # A simulation's Ray actor hosts many nodes: what one left resident is not the next's.
+    out = fresh("-c", SHARED_PROCESS)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peaks = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 15 <= peaks["shared"] < 30, peaks
+    assert peaks["own"] >= 64 + 15, peaks  # over the idle process: the leftover counts

@@ -60,7 +60,8 @@ def test_the_run_ends_in_words_not_json(tmp_path: Path, caplog) -> None:  # noqa
     text = caplog.text
     assert "final test accuracy 0.7000 (seed 0, 2 rounds" in text
     assert "tier    5.00 MB,   1 nodes,    2 calls: worst    9.0 MB" in text
-    assert "fast allocator: not held to it" in text and str(tmp_path / "results.json") in text
+    assert "2 calls: worst    9.0 MB against a call budget of   10.0 MB, 0 over" in text
+    assert str(tmp_path / "results.json") in text
     assert "{" not in text.split("final test accuracy")[1]  # no JSON dump
     stored = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert stored["measured_by_tier"][0]["calls"] == 2
