@@ -2,9 +2,10 @@
 
 ``train.width`` (AllSmall, HeteroFL, FedRolex) trains the whole model at a
 width ratio; ``train.depth`` (DepthFL, InclusiveFL) trains the first ``k``
-blocks with classifier heads. Like ProFL's ``train.step``, each handler reads
-everything from its order, checks the sub-model against its own budget with the
-same memory model the server used, and refuses what it cannot hold.
+blocks with classifier heads. Like ProFL's ``train.step``, each is a
+:class:`~client_app.handler.Job` for :func:`~client_app.handler.handle`, which reads
+everything from its order, checks the sub-model against the node's own budget with
+the same memory model the server used, and refuses what it cannot hold.
 """
 
 from __future__ import annotations
@@ -12,31 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
-from client_app.node import (
-    device,
-    local_loader,
-    node_budget,
-    prepare_node,
-    refusal,
-    run_measured,
-)
+from client_app.handler import Done, Job, Local, handle
+from client_app.node import Call
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
 from profl_strategy.baselines.static_bn import loader_images, local_statistics
 from profl_strategy.memory import estimate_forward, estimate_full
 from profl_strategy.models import build_full_model
-from profl_strategy.protocol import (
-    ARRAYS,
-    CONFIG,
-    BNStatsQuery,
-    DepthOrder,
-    Statistics,
-    WidthOrder,
-)
+from profl_strategy.protocol import BNStatsQuery, DepthOrder, Reply, Statistics, WidthOrder
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
@@ -87,79 +74,89 @@ def fit_depth(
     return loss, seen, _arrays(model)
 
 
+class WidthJob(Job[WidthOrder]):
+    """``train.width``: the whole model at the order's width ratio."""
+
+    order_type = WidthOrder
+
+    def __init__(self, msg: Message) -> None:
+        # Imported here: it needs torchvision (ViT), too slow for every message's import.
+        from profl_strategy.baselines.width import sub_key
+
+        super().__init__(msg)
+        self.key = sub_key(self.order.run.model, self.order.ratio)
+
+    def need_mb(self) -> float:
+        return estimate_full(self.key, self.order.run.train.batch_size).total_mb
+
+    def what(self) -> str:
+        return f"width {self.key.width:g}"
+
+    def run(self, local: Local) -> Done:
+        present = sorted({int(v) for v in local.labels})
+        mask = present if self.order.label_mask else None
+        hyper = self.order.run.train.hyper(device=local.device)
+        loss, seen, arrays = fit_width(self.key, self.arrays, local.loader, hyper, mask)
+        return Done(arrays, loss, seen, {"labels": tuple(present)})
+
+
+class DepthJob(Job[DepthOrder]):
+    """``train.depth``: blocks ``0 .. depth-1`` and the classifier heads the order names."""
+
+    order_type = DepthOrder
+
+    def need_mb(self) -> float:
+        order = self.order
+        return depth_need_mb(order.run.model, order.depth, order.heads, order.run.train.batch_size)
+
+    def what(self) -> str:
+        return f"depth {self.order.depth}"
+
+    def run(self, local: Local) -> Done:
+        order = self.order
+        hyper = order.run.train.hyper(device=local.device, proximal_mu=0.0)
+        loss, seen, arrays = fit_depth(
+            order.run.model, order.depth, order.heads, order.kd_weight, self.arrays,
+            local.loader, hyper,
+        )  # fmt: skip
+        return Done(arrays, loss, seen)
+
+
+class BNStatisticsJob(Job[BNStatsQuery]):
+    """``query.bnstats``: BN statistics of the global full-width model (static BN). It
+    only reads the model: no allocator policy, seed or measurement."""
+
+    order_type = BNStatsQuery
+    trains = False
+
+    def need_mb(self) -> float:
+        return estimate_forward(self.order.run.model, self.order.run.train.batch_size).total_mb
+
+    def what(self) -> str:
+        return "a forward pass of the full model"
+
+    def run(self, local: Local) -> Done:
+        model = build_full_model(self.order.run.model.spec())
+        model.load_state_dict(self.arrays.to_torch_state_dict())
+        stats = local_statistics(model, loader_images(local.loader), local.device)
+        return Done(ArrayRecord({k: torch.from_numpy(v) for k, v in stats.items()}))
+
+    def reply(
+        self, done: Done, examples: int, need_mb: float, budget_mb: float, call: Call | None
+    ) -> Reply:
+        return Statistics(examples, need_mb)
+
+
 def train_width(msg: Message, context: Context) -> Message:
     """Train the whole model at ``ratio`` times the run's width."""
-    # Imported here: it needs torchvision (ViT), too slow for every message's import.
-    from profl_strategy.baselines.width import sub_key
-
-    order = WidthOrder.from_record(msg.content[CONFIG])
-    key = sub_key(order.run.model, order.ratio)
-    budget = budget_mb, source = node_budget(context, order.run)
-    prepare_node(context, source)
-    need_mb = estimate_full(key, order.run.train.batch_size).total_mb
-    refused = refusal(msg, order, need_mb, budget_mb, f"width {key.width:g}")
-    if refused is not None:
-        return refused
-    where = device()
-
-    def call() -> tuple[float, int, np.ndarray, ArrayRecord]:
-        loader, labels, round_seed = local_loader(order, context)
-        torch.manual_seed(round_seed)
-        mask = sorted({int(v) for v in labels}) if order.label_mask else None
-        hyper = order.run.train.hyper(device=where)
-        loss, seen, arrays = fit_width(key, msg.content[ARRAYS], loader, hyper, mask)
-        return loss, seen, labels, arrays
-
-    done = run_measured(msg, context, order, budget, need_mb, call)
-    if isinstance(done, Message):
-        return done
-    (loss, seen, labels, arrays), run = done
-    present = tuple(sorted({int(v) for v in labels}))
-    reply = run.trained(len(labels), loss, need_mb, budget_mb, seen, labels=present)
-    return Message(reply.content(arrays), reply_to=msg)
-
-
-def bn_statistics(msg: Message, context: Context) -> Message:
-    """BN statistics of the global full-width model on this node's data (static BN)."""
-    order = BNStatsQuery.from_record(msg.content[CONFIG])
-    key = order.run.model
-    budget_mb, _ = node_budget(context, order.run)
-    need_mb = estimate_forward(key, order.run.train.batch_size).total_mb
-    refused = refusal(msg, order, need_mb, budget_mb, "a forward pass of the full model")
-    if refused is not None:
-        return refused
-    loader, labels, _ = local_loader(order, context)
-    model = build_full_model(key.spec())
-    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
-    stats = local_statistics(model, loader_images(loader), device())
-    arrays = ArrayRecord({k: torch.from_numpy(v) for k, v in stats.items()})
-    return Message(Statistics(len(labels), need_mb).content(arrays), reply_to=msg)
+    return handle(WidthJob, msg, context)
 
 
 def train_depth(msg: Message, context: Context) -> Message:
     """Train blocks ``0 .. depth-1`` and the classifier heads the order names."""
-    order = DepthOrder.from_record(msg.content[CONFIG])
-    key = order.run.model
-    budget = budget_mb, source = node_budget(context, order.run)
-    prepare_node(context, source)
-    need_mb = depth_need_mb(key, order.depth, order.heads, order.run.train.batch_size)
-    refused = refusal(msg, order, need_mb, budget_mb, f"depth {order.depth}")
-    if refused is not None:
-        return refused
-    where = device()
+    return handle(DepthJob, msg, context)
 
-    def call() -> tuple[float, int, int, ArrayRecord]:
-        loader, labels, round_seed = local_loader(order, context)
-        torch.manual_seed(round_seed)
-        hyper = order.run.train.hyper(device=where, proximal_mu=0.0)
-        loss, seen, arrays = fit_depth(
-            key, order.depth, order.heads, order.kd_weight, msg.content[ARRAYS], loader, hyper
-        )
-        return loss, seen, len(labels), arrays
 
-    done = run_measured(msg, context, order, budget, need_mb, call)
-    if isinstance(done, Message):
-        return done
-    (loss, seen, examples, arrays), run = done
-    reply = run.trained(examples, loss, need_mb, budget_mb, seen)
-    return Message(reply.content(arrays), reply_to=msg)
+def bn_statistics(msg: Message, context: Context) -> Message:
+    """BN statistics of the global full-width model on this node's data (static BN)."""
+    return handle(BNStatisticsJob, msg, context)

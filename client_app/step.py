@@ -10,27 +10,14 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.common import log
 
-from client_app.node import (
-    device,
-    local_loader,
-    node_budget,
-    prepare_node,
-    refusal,
-    run_measured,
-)
+from client_app.handler import Done, Job, Local, handle
+from client_app.node import device, node_budget
 from profl_strategy.budgets import NodeConfigError
 from profl_strategy.memory import estimate_step
 from profl_strategy.plans.memory import estimate_plan
 from profl_strategy.plans.plan import Plan
 from profl_strategy.plans.train import train_with_plan
-from profl_strategy.protocol import (
-    ARRAYS,
-    CONFIG,
-    Budget,
-    BudgetQuery,
-    ConfigProblem,
-    StepOrder,
-)
+from profl_strategy.protocol import CONFIG, Budget, BudgetQuery, ConfigProblem, StepOrder
 from profl_strategy.runtime import prepared_idle_mb
 from profl_strategy.step_model import Step, StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
@@ -77,6 +64,33 @@ def fit_step(
     return loss, seen, ArrayRecord({k: state[k].detach().cpu() for k in model.trainable_keys()})
 
 
+class StepJob(Job[StepOrder]):
+    """``train.step``: one step of the schedule, under the order's plan if it has one."""
+
+    order_type = StepOrder
+
+    def __init__(self, msg: Message) -> None:
+        super().__init__(msg)
+        label = self.order.plan
+        self.plan = Plan.from_label(label) if label is not None else None
+
+    def need_mb(self) -> float:
+        key, step, batch = self.order.run.model, self.order.step, self.order.run.train.batch_size
+        if self.plan is None:
+            return estimate_step(key, step, batch).total_mb
+        return estimate_plan(key, step, batch, self.plan).total_mb
+
+    def what(self) -> str:
+        return f"step {self.order.step}"
+
+    def run(self, local: Local) -> Done:
+        hyper = self.order.run.train.hyper(device=local.device)
+        loss, seen, arrays = fit_step(
+            self.order.run.model, self.order.step, self.plan, self.arrays, local.loader, hyper
+        )
+        return Done(arrays, loss, seen, {"plan": (self.plan or Plan()).label()})
+
+
 def train(msg: Message, context: Context) -> Message:
     """Train the active block (and its output module) on this node's partition.
 
@@ -84,30 +98,4 @@ def train(msg: Message, context: Context) -> Message:
     checkpointing, an offloaded prefix... (:mod:`profl_strategy.plans`). The
     node checks that plan's estimated peak against its own budget first.
     """
-    order = StepOrder.from_record(msg.content[CONFIG])
-    key, step, batch = order.run.model, order.step, order.run.train.batch_size
-    budget = budget_mb, source = node_budget(context, order.run)
-    prepare_node(context, source)
-    plan = Plan.from_label(order.plan) if order.plan is not None else None
-    if plan is None:
-        need_mb = estimate_step(key, step, batch).total_mb
-    else:
-        need_mb = estimate_plan(key, step, batch, plan).total_mb
-    refused = refusal(msg, order, need_mb, budget_mb, f"step {step}")
-    if refused is not None:
-        return refused
-    where = device()
-
-    def call() -> tuple[float, int, int, ArrayRecord]:
-        loader, labels, round_seed = local_loader(order, context)
-        torch.manual_seed(round_seed)
-        hyper = order.run.train.hyper(device=where)
-        loss, seen, trained = fit_step(key, step, plan, msg.content[ARRAYS], loader, hyper)
-        return loss, seen, len(labels), trained
-
-    done = run_measured(msg, context, order, budget, need_mb, call)
-    if isinstance(done, Message):
-        return done
-    (loss, seen, examples, trained), run = done
-    reply = run.trained(examples, loss, need_mb, budget_mb, seen, plan=(plan or Plan()).label())
-    return Message(reply.content(trained), reply_to=msg)
+    return handle(StepJob, msg, context)

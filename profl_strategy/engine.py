@@ -8,14 +8,13 @@ memory-aware selection, messages with one TTL rule, reply screening, the
 ``min-replies`` rule, the round loop, server-side evaluation, checkpoint state
 and the per-round log record.
 
-Flower's ``Strategy`` contract: :meth:`configure_train` and
-:meth:`aggregate_train` work as Flower's loop expects (the plan of a round in
-flight is kept by round number until its replies are aggregated); :meth:`start`
-has Flower's signature and returns a filled ``Result``. Departures, on purpose:
-no federated evaluation (``configure_evaluate`` sends nothing: the server scores
-the global model on the held-out test split), and ``evaluate_fn`` receives the
-module to score, since what is scored (a ProFL step's sub-model) changes
-architecture between steps.
+Flower's ``Strategy`` contract: :meth:`start` has Flower's signature and returns a
+filled ``Result``; it runs its own round loop (:meth:`train_round`), which plans,
+sends and screens a round in one place, so Flower's ``configure_*`` and
+``aggregate_*`` hooks are not used. Departures, on purpose: no federated evaluation
+(the server scores the global model on the held-out test split), and
+``evaluate_fn`` receives the module to score, since what is scored (a ProFL step's
+sub-model) changes architecture between steps.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ import copy
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
@@ -50,19 +48,6 @@ Evaluator = Callable[[int, nn.Module], dict[str, float]]
 RoundHook = Callable[[dict[str, Any]], None]
 
 __all__ = ["Assignment", "Engine", "RoundOutcome", "RoundPlan"]
-
-
-@dataclass
-class EngineOptions:
-    """How rounds are run, the same for every method."""
-
-    fraction_train: float
-    min_train_nodes: int
-    seed: int
-    eval_every: int = 1
-    memory_aware: bool = True
-    min_replies: int = 1
-    method_config: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(FedAvg):
@@ -132,7 +117,6 @@ class Engine(FedAvg):
         self.server_round = 0
         self.round_timeout = 600.0
         self.deadline: float | None = None  # time.monotonic(): no round starts after it
-        self._in_flight: dict[int, RoundPlan] = {}  # Flower's loop: plans awaiting replies
         self.tail = TailAverage(final_average) if final_average > 0 else None
 
     # ---- what a method defines ------------------------------------------------------
@@ -219,34 +203,6 @@ class Engine(FedAvg):
             time.sleep(1.0)
 
     # ---- Flower's Strategy contract -------------------------------------------------
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """The round's messages; the method's model is the global state (``arrays`` unused)."""
-        plan = self.plan_round(server_round, set(grid.get_node_ids()))
-        self._in_flight[server_round] = plan
-        return plan.messages(self.round_timeout)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen the replies against the round's plan and merge the usable ones."""
-        plan = self._in_flight.pop(server_round)
-        outcome = screen(plan, replies, self.nodes, self.errors)
-        if not self._merge(plan, outcome):
-            return None, None
-        return ArrayRecord(self.model.state_dict()), outcome.train_metrics()
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """No federated evaluation: the ServerApp scores the model on the test split."""
-        return []
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        """Nothing to aggregate (see :meth:`configure_evaluate`)."""
-        return None
-
     def summary(self) -> None:
         """Log the method and how rounds are run (Flower calls this before the first round)."""
         log(
@@ -283,8 +239,8 @@ class Engine(FedAvg):
         step = self.schedule.current
         self.begin_round(step)
         self.discover(grid, server_round, timeout)
-        messages = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
-        plan = self._in_flight.pop(server_round)  # this loop screens the replies itself
+        plan = self.plan_round(server_round, set(grid.get_node_ids()))
+        messages = list(plan.messages(self.round_timeout))
         record = {"round": server_round, "stage": step.stage, "block": step.block, "em": None}
         transition: Transition | None = None
         if not messages:

@@ -15,7 +15,7 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.common import log
 
 from profl_strategy.merge import Index, Update
@@ -129,11 +129,6 @@ class RoundOutcome:
         """Example-weighted mean training loss of the usable replies."""
         pairs = [(r.trained.train_loss, float(r.trained.num_examples)) for r in self.good]
         return sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
-
-    def train_metrics(self) -> MetricRecord:
-        """Flower's per-round training metrics."""
-        examples = sum(float(r.trained.num_examples) for r in self.good)
-        return MetricRecord({"train-loss": self.train_loss(), NUM_EXAMPLES: examples})
 
     def log(self) -> dict[str, Any]:
         """The round log's fields about the replies."""

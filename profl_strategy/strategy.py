@@ -25,6 +25,7 @@ from profl_strategy.engine import Assignment, Engine, RoundOutcome, RoundPlan
 from profl_strategy.movement import CandidateRecorder, ConvergenceDetector, sampling_noise
 from profl_strategy.plans.picker import PlanPicker
 from profl_strategy.protocol import ARRAYS, StepOrder
+from profl_strategy.seeding import seeded
 from profl_strategy.step_model import (
     STAGE_CONDENSE,
     STAGE_GROW,
@@ -58,8 +59,8 @@ class ProFL(Engine):
             str(self.method_config.get("plans", "off")),
             int(self.method_config.get("plans_min_micro_batch", 4)),
         )
-        torch.manual_seed(self.seed)
-        self.model = GlobalModel(self.key.spec(), self.key.out_depth)
+        with seeded(self.seed):
+            self.model = GlobalModel(self.key.spec(), self.key.out_depth)
         self._step_started: Step | None = None
         self.barred: dict[tuple[int, Step], set[str]] = {}  # plans a node's guard stopped
 

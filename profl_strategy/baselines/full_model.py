@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
@@ -17,6 +16,7 @@ from profl_strategy.engine import Assignment, Engine, RoundPlan
 from profl_strategy.memory import estimate_step
 from profl_strategy.models import build_full_model
 from profl_strategy.protocol import StepOrder
+from profl_strategy.seeding import seeded
 from profl_strategy.step_model import STAGE_FULL, Step
 
 
@@ -30,8 +30,8 @@ class FullModel(Engine):
             raise ValueError(
                 f"{type(self).__name__} trains the whole model: set method.full_model: true"
             )
-        torch.manual_seed(self.seed)
-        self.model = build_full_model(self.key.spec())
+        with seeded(self.seed):
+            self.model = build_full_model(self.key.spec())
         self.need = estimate_step(self.key, self.step, self.batch_size).total_mb
 
     def remaining_needs(self) -> dict[str, float]:

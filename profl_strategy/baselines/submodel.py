@@ -32,6 +32,7 @@ from torch import nn
 from profl_strategy.engine import Assignment, Engine, RoundPlan
 from profl_strategy.merge import Index
 from profl_strategy.protocol import Order
+from profl_strategy.seeding import seeded
 from profl_strategy.step_model import STAGE_FULL, Step
 
 
@@ -165,6 +166,5 @@ class TieredMethod(Engine):
 
     def seeded(self, build: Any) -> nn.Module:
         """Build a module from the run seed without disturbing the global torch RNG."""
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             return build()
