@@ -18,10 +18,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from profl_strategy.movement import NORMS, VARIANTS
-from profl_strategy.plans import PLAN_MODES
-from profl_strategy.schedule import EM_STOPS
-from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
+from profl_strategy.config_keys import (
+    CHECKED,
+    META_KEYS,
+    RUN_CONFIG_KEYS,
+    group_options,
+    label_of,
+)
 
 
 def _find_conf_dir() -> Path:
@@ -45,118 +48,6 @@ def _find_conf_dir() -> Path:
 
 
 CONF_DIR = _find_conf_dir()
-SHARE_BY = ("equal", "params", "sqrt-params")  # method.share_by
-
-# run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
-RUN_CONFIG_KEYS: dict[str, str] = {
-    "model": "group:model",
-    "dataset": "group:dataset",
-    "memory-profile": "group:memory",
-    "method": "group:method",
-    "width": "model.width",
-    "data-dir": "data.data_dir",
-    "partitioner": "data.partitioner",
-    "dirichlet-alpha": "data.alpha",
-    "data-subsample": "data.subsample",
-    "num-server-rounds": "num_rounds",
-    "seed": "seed",
-    "batch-size": "train.batch_size",
-    "local-epochs": "train.local_epochs",
-    "lr": "train.lr",
-    "fraction-train": "train.fraction",
-    "min-train-nodes": "train.min_nodes",
-    "round-timeout": "train.timeout",
-    "memory-scale": "memory.scale",
-    "em-window": "method.em.window",
-    "em-threshold": "method.em.threshold",
-    "em-patience": "method.em.patience",
-    "em-variant": "method.em.variant",
-    "em-norm": "method.em.norm",
-    "em-sample": "method.em.sample",
-    "em-end-last": "method.em.end_last",
-    "em-stop": "method.em.stop",
-    "em-min-share": "method.em.min_share",
-    "min-rounds-per-step": "method.min_rounds_per_step",
-    "max-rounds-stage1": "method.max_rounds_stage1",
-    "max-rounds-stage2": "method.max_rounds_stage2",
-    "share-rounds": "method.share_rounds",
-    "share-by": "method.share_by",
-    "proximal-mu": "method.proximal_mu",
-    "plans": "method.plans",
-    "plans-min-micro-batch": "method.plans_min_micro_batch",
-    "eval-every": "eval.every",
-    "eval-test-size": "eval.test_size",
-    "final-average": "eval.final_average",
-    "outputs-dir": "output.dir",
-    "min-replies": "train.min_replies",
-    "channels-last": "train.channels_last",
-    "checkpoint-every": "checkpoint.every",
-    "resume": "resume",
-}
-META_KEYS = ("preset", "overrides")
-
-# Hydra path -> (type, check, what is allowed)
-_CHECKS: dict[str, tuple[type, Any, str]] = {
-    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
-    "num_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
-    "model.width": (float, lambda v: 0 < v <= 4, "a number in (0, 4]"),
-    "train.batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.local_epochs": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.lr": (float, lambda v: 0 < v < 10, "a number in (0, 10)"),
-    "train.momentum": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
-    "train.fraction": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "train.min_nodes": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.timeout": (float, lambda v: v > 0, "a number of seconds > 0"),
-    "data.partitioner": (
-        str,
-        lambda v: v in ("iid", "dirichlet", "shards"),
-        "iid, dirichlet or shards",
-    ),
-    "data.alpha": (float, lambda v: v > 0, "a number > 0"),
-    "data.shards_per_partition": (int, lambda v: v >= 1, "an integer >= 1"),
-    "data.subsample": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "data.data_dir": (
-        str,
-        lambda v: not v or Path(v).expanduser().is_dir(),
-        "an existing folder, or '' for the hub",
-    ),
-    "memory.scale": (float, lambda v: v > 0, "a number > 0"),
-    "method.min_rounds_per_step": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.max_rounds_stage1": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.max_rounds_stage2": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.share_rounds": (bool, lambda v: True, "true or false"),
-    "method.share_by": (str, lambda v: v in SHARE_BY, "one of " + ", ".join(SHARE_BY)),
-    "method.proximal_mu": (float, lambda v: v >= 0, "a number >= 0"),
-    "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
-    "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.em.variant": (str, lambda v: v in VARIANTS, "one of " + ", ".join(VARIANTS)),
-    "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
-    "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
-    "method.em.record": (bool, lambda v: True, "true or false"),
-    "method.em.end_last": (bool, lambda v: True, "true or false"),
-    "method.em.stop": (str, lambda v: v in EM_STOPS, "one of " + ", ".join(EM_STOPS)),
-    "method.em.min_share": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "method.stage1_prefix": (
-        str,
-        lambda v: v in STAGE1_PREFIXES,
-        "one of " + ", ".join(STAGE1_PREFIXES),
-    ),
-    "method.condense": (str, lambda v: v in CONDENSE_MODES, "one of " + ", ".join(CONDENSE_MODES)),
-    "method.condense_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
-    "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
-    "eval.test_size": (int, lambda v: v >= 0, "an integer >= 0 (0: the whole test split)"),
-    "eval.final_average": (int, lambda v: v >= 0, "an integer >= 0 (0: the last round's model)"),
-    "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.channels_last": (bool, lambda v: True, "true or false"),
-    "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
-    "resume": (
-        str,
-        lambda v: not v or Path(v).expanduser().exists(),
-        "an existing run folder or checkpoint file, or ''",
-    ),
-}
 
 
 class ConfigError(ValueError):
@@ -164,12 +55,7 @@ class ConfigError(ValueError):
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _run_key_for(path: str) -> str:
-    names = [k for k, v in RUN_CONFIG_KEYS.items() if v == path]
-    return f"'{names[0]}' ({path})" if names else f"'{path}'"
+    return group_options(CONF_DIR, group)
 
 
 def to_overrides(run_config: dict[str, Any]) -> list[str]:
@@ -227,16 +113,16 @@ def compose_config(run_config: dict[str, Any] | None = None) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Check types, ranges and combinations; raise ConfigError naming the key."""
-    for path, (kind, ok, allowed) in _CHECKS.items():
-        value = OmegaConf.select(cfg, path)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    for key in CHECKED:
+        value = OmegaConf.select(cfg, key.path, default=key.if_missing)
+        if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if (
-            not isinstance(value, kind)
-            or (isinstance(value, bool) and kind is not bool)
-            or not ok(value)
+            not isinstance(value, key.kind)
+            or (isinstance(value, bool) and key.kind is not bool)
+            or not key.check(value)
         ):
-            raise ConfigError(f"{_run_key_for(path)} = {value!r} is invalid: it must be {allowed}")
+            raise ConfigError(f"{key.label} = {value!r} is invalid: it must be {key.allowed}")
     if cfg.train.min_replies > cfg.train.min_nodes:
         raise ConfigError(
             f"'min-replies' = {cfg.train.min_replies} exceeds 'min-train-nodes' = "
@@ -244,17 +130,13 @@ def validate(cfg: DictConfig) -> None:
         )
     m = cfg.method
     plans = OmegaConf.select(cfg, "method.plans", default="off")
-    if plans not in PLAN_MODES:
-        raise ConfigError(
-            f"'plans' = {plans!r} is invalid: it must be one of {', '.join(PLAN_MODES)}"
-        )
     if plans != "off" and m.full_model:
         raise ConfigError(
             f"'plans' = {plans!r} applies to ProFL's block steps only; method "
             f"'{m.name}' trains whole models: use plans='off' or method='profl'"
         )
     mb = OmegaConf.select(cfg, "method.plans_min_micro_batch", default=4)
-    if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= cfg.train.batch_size:
+    if mb > cfg.train.batch_size:
         raise ConfigError(
             f"'plans-min-micro-batch' = {mb!r} is invalid: it must be an integer in "
             f"[1, batch-size = {cfg.train.batch_size}]"
@@ -262,6 +144,6 @@ def validate(cfg: DictConfig) -> None:
     for cap in ("max_rounds_stage1", "max_rounds_stage2"):
         if m[cap] < m.min_rounds_per_step:
             raise ConfigError(
-                f"{_run_key_for('method.' + cap)} = {m[cap]} is below "
+                f"{label_of('method.' + cap)} = {m[cap]} is below "
                 f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
             )
