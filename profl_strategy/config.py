@@ -10,6 +10,7 @@ Everything is validated before training starts.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from profl_strategy.config_keys import (
     CHECKED,
+    KEYS,
     META_KEYS,
     RUN_CONFIG_KEYS,
+    Key,
     group_options,
     label_of,
 )
@@ -147,3 +150,94 @@ def validate(cfg: DictConfig) -> None:
                 f"{label_of('method.' + cap)} = {m[cap]} is below "
                 f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
             )
+
+
+# ---- where each key's value came from ---------------------------------------------------
+@dataclass(frozen=True)
+class KeySource:
+    """A run-config key's effective value and the layer that set it.
+
+    ``source`` is ``typed`` (the run config: the key itself or ``overrides``), ``preset``
+    (``conf/experiment/<preset>.yaml`` sets it, or changes it by picking another group
+    file) or ``default`` (``conf/config.yaml`` and the group files).
+    """
+
+    key: str
+    value: Any
+    source: str
+
+
+def key_sources(run_config: dict[str, Any] | None = None) -> list[KeySource]:
+    """Every key's value and source, by composing without, with the preset, and with all.
+
+    Call it on a run config :func:`compose_config` accepted. Three more compositions
+    (a fraction of a second) tell the layers apart: a value is the preset's where the
+    preset composition differs from the bare one or the preset file names the path.
+    """
+    run_config = dict(run_config or {})
+    preset = str(run_config.get("preset", "") or "")
+    preset_overrides = [f"+experiment={preset}"] if preset else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        layers = [
+            compose(config_name="config", overrides=o, return_hydra_config=True)
+            for o in ([], preset_overrides, to_overrides(run_config))
+        ]
+    bare, with_preset, full = layers
+    in_preset = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml") if preset else None
+    typed = _typed_targets(run_config)
+    out = []
+    for key in KEYS:
+        if key.name in META_KEYS:
+            continue
+        value = _value(full, key)
+        if key.name in typed or key.group in typed or key.path in typed:
+            source = "typed"
+        elif _value(with_preset, key) != _value(bare, key) or _names(in_preset, key):
+            source = "preset"
+        else:
+            source = "default"
+        out.append(KeySource(key.name, value, source))
+    return out
+
+
+def source_lines(sources: list[KeySource], preset: str = "") -> list[str]:
+    """Log lines: the keys grouped by source, each ``key=value``."""
+    titles = {
+        "typed": "config keys typed",
+        "preset": f"config keys from preset '{preset}'",
+        "default": "config keys at their defaults (conf/config.yaml, conf/<group>/)",
+    }
+    lines = []
+    for source, title in titles.items():
+        entries = [f"{s.key}={_show(s.value)}" for s in sources if s.source == source]
+        if entries:
+            lines.append(f"{title}: " + " ".join(entries))
+    return lines
+
+
+def _show(value: Any) -> str:
+    return "''" if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _value(cfg: DictConfig, key: Key) -> Any:
+    if key.group:
+        return cfg.hydra.runtime.choices[key.group]
+    return OmegaConf.select(cfg, key.path, default=key.if_missing)
+
+
+def _names(preset_file: DictConfig | None, key: Key) -> bool:
+    """Whether the preset file sets ``key`` (a ``group:`` key: in its defaults list)."""
+    if preset_file is None:
+        return False
+    if key.group:
+        defaults = OmegaConf.select(preset_file, "defaults", default=[]) or []
+        return any(f"override /{key.group}" in dict(d) for d in defaults if not isinstance(d, str))
+    return OmegaConf.select(preset_file, key.path) is not None
+
+
+def _typed_targets(run_config: dict[str, Any]) -> set[str]:
+    """Keys typed in the run config, and the paths and groups ``overrides`` sets."""
+    typed = {k for k, v in run_config.items() if k not in META_KEYS and v != ""}
+    for override in shlex.split(str(run_config.get("overrides", "") or "")):
+        typed.add(override.split("=", 1)[0].lstrip("+~").removeprefix("/"))
+    return typed

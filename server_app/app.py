@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from profl_strategy import checkpoint
 from profl_strategy.checkpoint import fingerprint
-from profl_strategy.config import ConfigError, compose_config
+from profl_strategy.config import ConfigError, compose_config, key_sources, source_lines
 from profl_strategy.engine import Engine
 from profl_strategy.factory import build_strategy, run_spec
 from profl_strategy.protocol import RunSpec
@@ -90,6 +90,9 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     ``deadline`` (``time.monotonic()`` seconds) time-boxes it: no round starts after it.
     """
     cfg = compose_config(run_config)
+    sources = key_sources(run_config)
+    for line in source_lines(sources, str(run_config.get("preset", "") or "")):
+        log(INFO, line)
     run = run_spec(cfg)
     evaluator = test_set_evaluator(cfg, run.data.data_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -99,7 +102,8 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     log(INFO, "estimated peak MB, full-model training %.2f; %s", run.full_peak_mb,
         strategy.memory_summary())  # fmt: skip
     run_dir = run_dir_of(cfg)
-    recorder = RunRecorder(run_dir, config, int(cfg.num_rounds))
+    keys = {s.key: {"value": s.value, "from": s.source} for s in sources}
+    recorder = RunRecorder(run_dir, config, int(cfg.num_rounds), keys)
     if resumed is not None:
         strategy.load_state_dict(resumed)
         recorder.data["rounds"] = list(strategy.history)

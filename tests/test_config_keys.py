@@ -58,3 +58,19 @@ def test_every_key_has_help_and_every_path_is_in_conf() -> None:
     for name, path in RUN_CONFIG_KEYS.items():
         if not path.startswith("group:"):
             assert OmegaConf.select(cfg, path) is not None, name
+
+
+def test_key_sources_tell_typed_preset_and_default_apart() -> None:
+    from profl_strategy.config import key_sources
+
+    run_config = {"preset": "laptop", "lr": 0.1, "seed": "", "overrides": "method.em.window=4"}
+    found = {s.key: (s.value, s.source) for s in key_sources(run_config)}
+    assert set(found) == {k.name for k in KEYS} - {"preset", "overrides"}
+    assert found["lr"] == (0.1, "typed")
+    assert found["em-window"] == (4, "typed")  # through overrides
+    assert found["width"] == (0.5, "preset")
+    assert found["batch-size"] == (32, "preset")  # laptop sets it, to the default's value
+    assert found["model"] == ("cnn", "preset")  # laptop's defaults list picks it
+    assert found["seed"] == (0, "default")  # "" is "what the preset says"
+    assert found["method"] == ("profl", "default")
+    assert found["plans"] == ("exact", "default")
