@@ -4,7 +4,9 @@
 "lr=0.1"``). An empty string there means "whatever the preset says", so the
 defaults live in one place: the YAML files under ``conf/``. Each typed key maps
 to one Hydra override; ``overrides`` passes any other Hydra override through.
-Everything is validated before training starts.
+Everything is validated before training starts, against the declaration of every
+key in :mod:`profl_strategy.config_keys`; :func:`key_sources` says where each
+key's value came from.
 """
 
 from __future__ import annotations
