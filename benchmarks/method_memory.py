@@ -171,7 +171,7 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
     from benchmarks.runner import VARIANTS
     from profl_strategy.budgets import node_budget_mb
     from profl_strategy.config import compose_config
-    from profl_strategy.factory import build_strategy, run_spec
+    from profl_strategy.factory import build_strategy, server_spec
 
     out: dict = {"source": f"preset {preset}, {num_nodes} nodes", "runs": []}
     for method in methods:
@@ -179,16 +179,16 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
         run_config = {"preset": preset, "method": base, **parse_config_args([own] if own else [])}
         if data_dir:
             run_config["data-dir"] = data_dir
-        cfg = compose_config(run_config)
-        run = run_spec(cfg)
+        spec = server_spec(compose_config(run_config))
+        run = spec.run
         key, batch = run.model, run.train.batch_size
-        strategy = build_strategy(cfg, run)
+        strategy = build_strategy(spec)
         for n in range(num_nodes):
             node = {"partition-id": n, "num-partitions": num_nodes}
             strategy.budgets[n] = node_budget_mb(node, run.memory, run.full_peak_mb, run.seed)[0]
             strategy.nodes.partition_ids[n] = n
         jobs = planned_jobs(strategy, num_nodes, method)
-        out["runs"].append(_run_entry(method, key, batch, float(cfg.train.weight_decay), jobs))
+        out["runs"].append(_run_entry(method, key, batch, run.train.weight_decay, jobs))
         print(f"{method}: {len(jobs)} jobs", flush=True)
     return out
 

@@ -4,12 +4,15 @@
 "lr=0.1"``). An empty string there means "whatever the preset says", so the
 defaults live in one place: the YAML files under ``conf/``. Each typed key maps
 to one Hydra override; ``overrides`` passes any other Hydra override through.
-Everything is validated before training starts.
+Everything is validated before training starts, against the declaration of every
+key in :mod:`profl_strategy.config_keys`; :func:`key_sources` says where each
+key's value came from.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,15 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from profl_strategy.movement import NORMS, VARIANTS
-from profl_strategy.plans import PLAN_MODES
-from profl_strategy.schedule import EM_STOPS
-from profl_strategy.step_model import CONDENSE_MODES, STAGE1_PREFIXES
+from profl_strategy.config_keys import (
+    CHECKED,
+    KEYS,
+    META_KEYS,
+    RUN_CONFIG_KEYS,
+    Key,
+    group_options,
+    label_of,
+)
 
 
 def _find_conf_dir() -> Path:
@@ -45,118 +53,6 @@ def _find_conf_dir() -> Path:
 
 
 CONF_DIR = _find_conf_dir()
-SHARE_BY = ("equal", "params", "sqrt-params")  # method.share_by
-
-# run-config key -> Hydra path ("group" keys pick a file of a conf/ group).
-RUN_CONFIG_KEYS: dict[str, str] = {
-    "model": "group:model",
-    "dataset": "group:dataset",
-    "memory-profile": "group:memory",
-    "method": "group:method",
-    "width": "model.width",
-    "data-dir": "data.data_dir",
-    "partitioner": "data.partitioner",
-    "dirichlet-alpha": "data.alpha",
-    "data-subsample": "data.subsample",
-    "num-server-rounds": "num_rounds",
-    "seed": "seed",
-    "batch-size": "train.batch_size",
-    "local-epochs": "train.local_epochs",
-    "lr": "train.lr",
-    "fraction-train": "train.fraction",
-    "min-train-nodes": "train.min_nodes",
-    "round-timeout": "train.timeout",
-    "memory-scale": "memory.scale",
-    "em-window": "method.em.window",
-    "em-threshold": "method.em.threshold",
-    "em-patience": "method.em.patience",
-    "em-variant": "method.em.variant",
-    "em-norm": "method.em.norm",
-    "em-sample": "method.em.sample",
-    "em-end-last": "method.em.end_last",
-    "em-stop": "method.em.stop",
-    "em-min-share": "method.em.min_share",
-    "min-rounds-per-step": "method.min_rounds_per_step",
-    "max-rounds-stage1": "method.max_rounds_stage1",
-    "max-rounds-stage2": "method.max_rounds_stage2",
-    "share-rounds": "method.share_rounds",
-    "share-by": "method.share_by",
-    "proximal-mu": "method.proximal_mu",
-    "plans": "method.plans",
-    "plans-min-micro-batch": "method.plans_min_micro_batch",
-    "eval-every": "eval.every",
-    "eval-test-size": "eval.test_size",
-    "final-average": "eval.final_average",
-    "outputs-dir": "output.dir",
-    "min-replies": "train.min_replies",
-    "channels-last": "train.channels_last",
-    "checkpoint-every": "checkpoint.every",
-    "resume": "resume",
-}
-META_KEYS = ("preset", "overrides")
-
-# Hydra path -> (type, check, what is allowed)
-_CHECKS: dict[str, tuple[type, Any, str]] = {
-    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
-    "num_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
-    "model.width": (float, lambda v: 0 < v <= 4, "a number in (0, 4]"),
-    "train.batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.local_epochs": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.lr": (float, lambda v: 0 < v < 10, "a number in (0, 10)"),
-    "train.momentum": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
-    "train.fraction": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "train.min_nodes": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.timeout": (float, lambda v: v > 0, "a number of seconds > 0"),
-    "data.partitioner": (
-        str,
-        lambda v: v in ("iid", "dirichlet", "shards"),
-        "iid, dirichlet or shards",
-    ),
-    "data.alpha": (float, lambda v: v > 0, "a number > 0"),
-    "data.shards_per_partition": (int, lambda v: v >= 1, "an integer >= 1"),
-    "data.subsample": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "data.data_dir": (
-        str,
-        lambda v: not v or Path(v).expanduser().is_dir(),
-        "an existing folder, or '' for the hub",
-    ),
-    "memory.scale": (float, lambda v: v > 0, "a number > 0"),
-    "method.min_rounds_per_step": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.max_rounds_stage1": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.max_rounds_stage2": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.share_rounds": (bool, lambda v: True, "true or false"),
-    "method.share_by": (str, lambda v: v in SHARE_BY, "one of " + ", ".join(SHARE_BY)),
-    "method.proximal_mu": (float, lambda v: v >= 0, "a number >= 0"),
-    "method.em.window": (int, lambda v: v >= 2, "an integer >= 2"),
-    "method.em.threshold": (float, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "method.em.patience": (int, lambda v: v >= 1, "an integer >= 1"),
-    "method.em.variant": (str, lambda v: v in VARIANTS, "one of " + ", ".join(VARIANTS)),
-    "method.em.norm": (str, lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
-    "method.em.sample": (int, lambda v: v >= 0, "an integer >= 0 (0: every parameter)"),
-    "method.em.record": (bool, lambda v: True, "true or false"),
-    "method.em.end_last": (bool, lambda v: True, "true or false"),
-    "method.em.stop": (str, lambda v: v in EM_STOPS, "one of " + ", ".join(EM_STOPS)),
-    "method.em.min_share": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "method.stage1_prefix": (
-        str,
-        lambda v: v in STAGE1_PREFIXES,
-        "one of " + ", ".join(STAGE1_PREFIXES),
-    ),
-    "method.condense": (str, lambda v: v in CONDENSE_MODES, "one of " + ", ".join(CONDENSE_MODES)),
-    "method.condense_rounds": (int, lambda v: v >= 1, "an integer >= 1"),
-    "eval.every": (int, lambda v: v >= 1, "an integer >= 1"),
-    "eval.test_size": (int, lambda v: v >= 0, "an integer >= 0 (0: the whole test split)"),
-    "eval.final_average": (int, lambda v: v >= 0, "an integer >= 0 (0: the last round's model)"),
-    "train.min_replies": (int, lambda v: v >= 1, "an integer >= 1"),
-    "train.channels_last": (bool, lambda v: True, "true or false"),
-    "checkpoint.every": (int, lambda v: v >= 0, "an integer >= 0 (0: no checkpoints)"),
-    "resume": (
-        str,
-        lambda v: not v or Path(v).expanduser().exists(),
-        "an existing run folder or checkpoint file, or ''",
-    ),
-}
 
 
 class ConfigError(ValueError):
@@ -164,12 +60,7 @@ class ConfigError(ValueError):
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _run_key_for(path: str) -> str:
-    names = [k for k, v in RUN_CONFIG_KEYS.items() if v == path]
-    return f"'{names[0]}' ({path})" if names else f"'{path}'"
+    return group_options(CONF_DIR, group)
 
 
 def to_overrides(run_config: dict[str, Any]) -> list[str]:
@@ -227,16 +118,16 @@ def compose_config(run_config: dict[str, Any] | None = None) -> DictConfig:
 
 def validate(cfg: DictConfig) -> None:
     """Check types, ranges and combinations; raise ConfigError naming the key."""
-    for path, (kind, ok, allowed) in _CHECKS.items():
-        value = OmegaConf.select(cfg, path)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    for key in CHECKED:
+        value = OmegaConf.select(cfg, key.path, default=key.if_missing)
+        if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if (
-            not isinstance(value, kind)
-            or (isinstance(value, bool) and kind is not bool)
-            or not ok(value)
+            not isinstance(value, key.kind)
+            or (isinstance(value, bool) and key.kind is not bool)
+            or not key.check(value)
         ):
-            raise ConfigError(f"{_run_key_for(path)} = {value!r} is invalid: it must be {allowed}")
+            raise ConfigError(f"{key.label} = {value!r} is invalid: it must be {key.allowed}")
     if cfg.train.min_replies > cfg.train.min_nodes:
         raise ConfigError(
             f"'min-replies' = {cfg.train.min_replies} exceeds 'min-train-nodes' = "
@@ -244,17 +135,13 @@ def validate(cfg: DictConfig) -> None:
         )
     m = cfg.method
     plans = OmegaConf.select(cfg, "method.plans", default="off")
-    if plans not in PLAN_MODES:
-        raise ConfigError(
-            f"'plans' = {plans!r} is invalid: it must be one of {', '.join(PLAN_MODES)}"
-        )
     if plans != "off" and m.full_model:
         raise ConfigError(
             f"'plans' = {plans!r} applies to ProFL's block steps only; method "
             f"'{m.name}' trains whole models: use plans='off' or method='profl'"
         )
     mb = OmegaConf.select(cfg, "method.plans_min_micro_batch", default=4)
-    if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= cfg.train.batch_size:
+    if mb > cfg.train.batch_size:
         raise ConfigError(
             f"'plans-min-micro-batch' = {mb!r} is invalid: it must be an integer in "
             f"[1, batch-size = {cfg.train.batch_size}]"
@@ -262,6 +149,97 @@ def validate(cfg: DictConfig) -> None:
     for cap in ("max_rounds_stage1", "max_rounds_stage2"):
         if m[cap] < m.min_rounds_per_step:
             raise ConfigError(
-                f"{_run_key_for('method.' + cap)} = {m[cap]} is below "
+                f"{label_of('method.' + cap)} = {m[cap]} is below "
                 f"'min-rounds-per-step' = {m.min_rounds_per_step}; raise it or lower the minimum"
             )
+
+
+# ---- where each key's value came from ---------------------------------------------------
+@dataclass(frozen=True)
+class KeySource:
+    """A run-config key's effective value and the layer that set it.
+
+    ``source`` is ``typed`` (the run config: the key itself or ``overrides``), ``preset``
+    (``conf/experiment/<preset>.yaml`` sets it, or changes it by picking another group
+    file) or ``default`` (``conf/config.yaml`` and the group files).
+    """
+
+    key: str
+    value: Any
+    source: str
+
+
+def key_sources(run_config: dict[str, Any] | None = None) -> list[KeySource]:
+    """Every key's value and source, by composing without, with the preset, and with all.
+
+    Call it on a run config :func:`compose_config` accepted. Three more compositions
+    (a fraction of a second) tell the layers apart: a value is the preset's where the
+    preset composition differs from the bare one or the preset file names the path.
+    """
+    run_config = dict(run_config or {})
+    preset = str(run_config.get("preset", "") or "")
+    preset_overrides = [f"+experiment={preset}"] if preset else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        layers = [
+            compose(config_name="config", overrides=o, return_hydra_config=True)
+            for o in ([], preset_overrides, to_overrides(run_config))
+        ]
+    bare, with_preset, full = layers
+    in_preset = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml") if preset else None
+    typed = _typed_targets(run_config)
+    out = []
+    for key in KEYS:
+        if key.name in META_KEYS:
+            continue
+        value = _value(full, key)
+        if key.name in typed or key.group in typed or key.path in typed:
+            source = "typed"
+        elif _value(with_preset, key) != _value(bare, key) or _names(in_preset, key):
+            source = "preset"
+        else:
+            source = "default"
+        out.append(KeySource(key.name, value, source))
+    return out
+
+
+def source_lines(sources: list[KeySource], preset: str = "") -> list[str]:
+    """Log lines: the keys grouped by source, each ``key=value``."""
+    titles = {
+        "typed": "config keys typed",
+        "preset": f"config keys from preset '{preset}'",
+        "default": "config keys at their defaults (conf/config.yaml, conf/<group>/)",
+    }
+    lines = []
+    for source, title in titles.items():
+        entries = [f"{s.key}={_show(s.value)}" for s in sources if s.source == source]
+        if entries:
+            lines.append(f"{title}: " + " ".join(entries))
+    return lines
+
+
+def _show(value: Any) -> str:
+    return "''" if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _value(cfg: DictConfig, key: Key) -> Any:
+    if key.group:
+        return cfg.hydra.runtime.choices[key.group]
+    return OmegaConf.select(cfg, key.path, default=key.if_missing)
+
+
+def _names(preset_file: DictConfig | None, key: Key) -> bool:
+    """Whether the preset file sets ``key`` (a ``group:`` key: in its defaults list)."""
+    if preset_file is None:
+        return False
+    if key.group:
+        defaults = OmegaConf.select(preset_file, "defaults", default=[]) or []
+        return any(f"override /{key.group}" in dict(d) for d in defaults if not isinstance(d, str))
+    return OmegaConf.select(preset_file, key.path) is not None
+
+
+def _typed_targets(run_config: dict[str, Any]) -> set[str]:
+    """Keys typed in the run config, and the paths and groups ``overrides`` sets."""
+    typed = {k for k, v in run_config.items() if k not in META_KEYS and v != ""}
+    for override in shlex.split(str(run_config.get("overrides", "") or "")):
+        typed.add(override.split("=", 1)[0].lstrip("+~").removeprefix("/"))
+    return typed

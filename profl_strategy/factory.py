@@ -1,21 +1,22 @@
-"""From a composed configuration to what a run needs: the run spec and the method's strategy.
+"""From a composed configuration to what a run needs: the typed specs and the method's strategy.
 
 Used by the ServerApp and the benchmarks alike, so both build a method the same way.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from profl_strategy.engine import Engine
 from profl_strategy.memory import block_parameter_counts, estimate_full
 from profl_strategy.movement import ConvergenceDetector
 from profl_strategy.protocol import DataSpec, RunSpec, TrainSpec
 from profl_strategy.schedule import ProgressiveSchedule
+from profl_strategy.server_spec import ScheduleSpec, ServerSpec
+from profl_strategy.strategy import ProFL
 from profl_strategy.task.dataset_info import get_info
 from profl_strategy.task.model_key import ModelKey
 
@@ -33,9 +34,9 @@ def model_key(cfg: DictConfig) -> ModelKey:
     )
 
 
-def condense_rounds(method: DictConfig) -> int:
+def condense_rounds(schedule: ScheduleSpec) -> int:
     """Rounds of each stage-1 condensing step (0: condense by copying layers, no step)."""
-    return int(method.condense_rounds) if method.condense == "distill" else 0
+    return schedule.condense_rounds if schedule.condense == "distill" else 0
 
 
 def share_weights(key: ModelKey, share_by: str) -> list[float] | None:
@@ -76,39 +77,48 @@ def run_spec(cfg: DictConfig) -> RunSpec:
     return RunSpec(key, data, train, profile, float(full), int(cfg.seed))
 
 
-def build_strategy(cfg: DictConfig, run: RunSpec) -> Engine:
-    """The method's Strategy (``method.strategy``) with its schedule (and EM detector)."""
-    m = cfg.method
+def server_spec(cfg: DictConfig) -> ServerSpec:
+    """A validated configuration as the server's typed settings (:class:`ServerSpec`)."""
+    return ServerSpec.from_config(cfg, run_spec(cfg))
+
+
+def build_strategy(spec: ServerSpec) -> Engine:
+    """The method's Strategy (``method.strategy``) with its schedule (and EM detector).
+
+    Every argument is named here: ProFL (and ProFL + FedProx) take the effective-movement
+    detector as well, every other method the engine's arguments only.
+    """
+    m, s, em, rounds = spec.method, spec.schedule, spec.em, spec.rounds
     schedule = ProgressiveSchedule(
-        run.model.spec().num_blocks,
-        m.min_rounds_per_step,
-        m.max_rounds_stage1,
-        m.max_rounds_stage2,
-        shrink=m.shrink,
-        full_model_rounds=cfg.num_rounds if m.full_model else 0,
-        budget=cfg.num_rounds if m.share_rounds else 0,
-        condense_rounds=condense_rounds(m),
-        share_weights=share_weights(run.model, str(m.share_by)),
-        em_ends_last=bool(m.em.end_last),
-        em_stop=str(m.em.stop),
-        em_min_share=float(m.em.min_share),
+        spec.run.model.spec().num_blocks,
+        s.min_rounds_per_step,
+        s.max_rounds_stage1,
+        s.max_rounds_stage2,
+        shrink=s.shrink,
+        full_model_rounds=spec.num_rounds if m.full_model else 0,
+        budget=spec.num_rounds if s.share_rounds else 0,
+        condense_rounds=condense_rounds(s),
+        share_weights=share_weights(spec.run.model, s.share_by),
+        em_ends_last=em.end_last,
+        em_stop=em.stop,
+        em_min_share=em.min_share,
     )
+    engine = {
+        "run": spec.run,
+        "schedule": schedule,
+        "fraction_train": rounds.fraction,
+        "min_train_nodes": rounds.min_nodes,
+        "seed": spec.seed,
+        "eval_every": spec.eval.every,
+        "memory_aware": m.memory_aware,
+        "min_replies": rounds.min_replies,
+        "method_config": m.options,
+        "final_average": spec.eval.final_average,
+    }
     method = get_class(m.strategy)
-    extra = {}
-    if "detector" in inspect.signature(method).parameters:  # ProFL's effective movement
-        extra["detector"] = ConvergenceDetector(
-            m.em.window, m.em.threshold, m.em.patience, m.em.variant, m.em.norm, m.em.sample
+    if issubclass(method, ProFL):  # ProFL's effective movement
+        detector = ConvergenceDetector(
+            em.window, em.threshold, em.patience, em.variant, em.norm, em.sample
         )
-    return method(
-        run=run,
-        schedule=schedule,
-        **extra,
-        fraction_train=float(cfg.train.fraction),
-        min_train_nodes=int(cfg.train.min_nodes),
-        seed=cfg.seed,
-        eval_every=int(cfg.eval.every),
-        memory_aware=bool(m.memory_aware),
-        min_replies=int(cfg.train.min_replies),
-        method_config=OmegaConf.to_container(m, resolve=True),
-        final_average=int(cfg.eval.final_average),
-    )
+        return method(detector=detector, **engine)
+    return method(**engine)

@@ -10,14 +10,15 @@ from flwr.app import Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from profl_strategy import checkpoint
 from profl_strategy.checkpoint import fingerprint
-from profl_strategy.config import ConfigError, compose_config
+from profl_strategy.config import ConfigError, compose_config, key_sources, source_lines
 from profl_strategy.engine import Engine
-from profl_strategy.factory import build_strategy, run_spec
+from profl_strategy.factory import build_strategy, server_spec
 from profl_strategy.protocol import RunSpec
+from profl_strategy.server_spec import ServerSpec
 from profl_strategy.task.evaluate import TestSetEvaluator
 from server_app.local_superlink import startup_notes
 from server_app.polling import PollingGrid
@@ -41,38 +42,42 @@ def main(grid: Grid, context: Context) -> None:
     run_profl(PollingGrid(grid), dict(context.run_config))
 
 
-def test_set_evaluator(cfg: DictConfig, data_dir: str) -> TestSetEvaluator:
+def test_set_evaluator(spec: ServerSpec) -> TestSetEvaluator:
     """The held-out test split, loaded before training: a bad data-dir stops the run here."""
+    data = spec.run.data
     try:
         return TestSetEvaluator(
-            cfg.dataset.name,
-            data_dir,
-            cfg.seed,
-            cfg.eval.batch_size,
-            cfg.eval.test_size,
-            channels_last=bool(cfg.train.channels_last),
+            data.dataset,
+            data.data_dir,
+            spec.seed,
+            spec.eval.batch_size,
+            spec.eval.test_size,
+            channels_last=spec.run.train.channels_last,
         )
     except (FileNotFoundError, ValueError) as err:
-        if not data_dir:
+        if not data.data_dir:
             raise
         raise ConfigError(
-            f"'data-dir' = {data_dir!r} does not hold dataset '{cfg.dataset.name}': {err}"
+            f"'data-dir' = {data.data_dir!r} does not hold dataset '{data.dataset}': {err}"
         ) from err
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
+def run_dir_of(spec: ServerSpec | DictConfig) -> Path:
     """The run's folder: the resumed one, or a new one named after method, data and seed.
 
     A new folder is claimed with an exclusive ``mkdir`` (``-2``, ``-3``, ... on a clash):
     two runs started in the same second into one ``outputs-dir`` never share a folder
-    (and its checkpoint).
+    (and its checkpoint). A composed config is read into a :class:`ServerSpec` first.
     """
-    if cfg.resume:
-        run_dir = Path(cfg.resume).expanduser().resolve()
+    if isinstance(spec, DictConfig):
+        spec = server_spec(spec)
+    if spec.resume:
+        run_dir = Path(spec.resume).expanduser().resolve()
         return run_dir if run_dir.is_dir() else run_dir.parent
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{cfg.method.name}-{cfg.dataset.name}-{cfg.model.name}-s{cfg.seed}-{stamp}"
-    root = Path(cfg.output.dir).expanduser().resolve()
+    data, model = spec.run.data, spec.run.model
+    name = f"{spec.method.name}-{data.dataset}-{model.name}-s{spec.seed}-{stamp}"
+    root = Path(spec.output_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     run_dir, n = root / name, 1
     while True:
@@ -88,18 +93,23 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     """The whole run on any Grid; returns the summary written to results.json.
 
     ``deadline`` (``time.monotonic()`` seconds) time-boxes it: no round starts after it.
+    The composed configuration is read once, into a :class:`ServerSpec`.
     """
-    cfg = compose_config(run_config)
-    run = run_spec(cfg)
-    evaluator = test_set_evaluator(cfg, run.data.data_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config_hash = fingerprint(config)
-    resumed = checkpoint.load(Path(cfg.resume).expanduser(), config_hash) if cfg.resume else None
-    strategy = build_strategy(cfg, run)
+    spec = server_spec(compose_config(run_config))
+    sources = key_sources(run_config)
+    for line in source_lines(sources, str(run_config.get("preset", "") or "")):
+        log(INFO, line)
+    run = spec.run
+    evaluator = test_set_evaluator(spec)
+    config_hash = fingerprint(spec.config)
+    resume = spec.resume_path()
+    resumed = checkpoint.load(resume, config_hash) if resume is not None else None
+    strategy = build_strategy(spec)
     log(INFO, "estimated peak MB, full-model training %.2f; %s", run.full_peak_mb,
         strategy.memory_summary())  # fmt: skip
-    run_dir = run_dir_of(cfg)
-    recorder = RunRecorder(run_dir, config, int(cfg.num_rounds))
+    run_dir = run_dir_of(spec)
+    keys = {s.key: {"value": s.value, "from": s.source} for s in sources}
+    recorder = RunRecorder(run_dir, spec.config, spec.num_rounds, keys)
     if resumed is not None:
         strategy.load_state_dict(resumed)
         recorder.data["rounds"] = list(strategy.history)
@@ -107,16 +117,16 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
 
     def on_round(rec: dict) -> None:
         recorder.round(rec)
-        every = int(cfg.checkpoint.every)
+        every = spec.checkpoint_every
         if every and (strategy.server_round % every == 0 or strategy.schedule.done):
             checkpoint.save(run_dir / "checkpoint.pt", strategy.state_dict(), config_hash)
 
     strategy.on_round, strategy.deadline = on_round, deadline
     result = strategy.start(
-        grid, num_rounds=cfg.num_rounds, timeout=float(cfg.train.timeout), evaluate_fn=evaluator
+        grid, num_rounds=spec.num_rounds, timeout=spec.rounds.timeout, evaluate_fn=evaluator
     )
     final = evaluator(-1, strategy.deliverable())
-    summary = summarize(strategy, result, final, run, cfg.seed) | {"run_dir": str(run_dir)}
+    summary = summarize(strategy, result, final, run, spec.seed) | {"run_dir": str(run_dir)}
     if strategy.tail is not None:  # the last round's model too, to show what averaging gave
         last = evaluator(-1, strategy.final_model())
         summary["final_accuracy_last_round"] = last["accuracy"]

@@ -40,11 +40,19 @@ def round_line(r: dict[str, Any], total: int = 0, left: float | None = None) -> 
 class RunRecorder:
     """Writes ``<run_dir>/results.json`` after every round (atomically)."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], total_rounds: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        total_rounds: int = 0,
+        key_sources: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.path = run_dir / "results.json"
         self.total_rounds = total_rounds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.data: dict[str, Any] = {"config": config, "rounds": [], "started": time.time()}
+        if key_sources is not None:  # each run-config key: {"value": ..., "from": ...}
+            self.data["config_keys"] = key_sources
         log(INFO, "results go to %s", self.path)
         log(INFO, HEADER)
 
