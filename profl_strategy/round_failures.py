@@ -43,6 +43,13 @@ class NodeErrors:
     def __init__(self) -> None:
         self.first: dict[str, tuple[int, int, str]] = {}  # key -> (round, node, error)
         self.counts: Counter[str] = Counter()
+        self.overran: set[int] = set()  # nodes already warned about a measured overrun
+
+    def first_overrun(self, node: int) -> bool:
+        """Whether this is the first measured overrun of ``node`` (then remember it)."""
+        first = node not in self.overran
+        self.overran.add(node)
+        return first
 
     def add(self, server_round: int, node: int, reason: str) -> bool:
         """Count one error reply; log it if no node has sent that error before."""
