@@ -53,7 +53,7 @@ def fit_step(
 ) -> tuple[float, int, ArrayRecord]:
     """Build ``step``'s model from ``arrays``, train it under ``plan``; mean loss, examples
     seen and the trained arrays. What a train call does once its data is loaded
-    (``benchmarks.cpu_memory`` measures exactly this)."""
+    (``benchmarks.memory.cpu`` measures exactly this)."""
     model = StepModel.of(key, step)
     model.load_state_dict(arrays.to_torch_state_dict())
     if plan is None or plan == Plan():

@@ -18,7 +18,7 @@ CPU peaks by up to 70%, because the kinds peak at different moments. What the
 trace cannot see: allocator slack and library workspaces. On the CPU a node
 fixes glibc's mmap threshold (:mod:`profl_strategy.runtime`) and a small
 runtime allowance covers oneDNN; on CUDA, :func:`cuda_workspace_mb` gives the
-cuBLAS workspace a prediction adds once (``benchmarks/memory_model_check.py``).
+cuBLAS workspace a prediction adds once (``benchmarks/memory/model_check.py``).
 :func:`saved_activation_bytes` and :func:`largest_saved_bytes` remain for the
 plans that move memory to the host, which are priced term by term
 (:mod:`profl_strategy.plans.memory`).

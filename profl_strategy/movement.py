@@ -28,7 +28,7 @@ import torch
 
 VARIANTS = ("vector", "scalar", "denoised")
 NORMS = {"l2": 2, "l1": 1}
-# The forms compared on recorded runs (``em.record``, benchmarks/em_stops.py): each
+# The forms compared on recorded runs (``em.record``, benchmarks/accuracy/em_stops.py): each
 # is ConvergenceDetector's (window, variant, norm, sample); "l1" is the authors'.
 CANDIDATES: dict[str, tuple[int, str, str, int]] = {
     "vector": (4, "vector", "l2", 0),
@@ -189,7 +189,7 @@ class CandidateRecorder:
     """Every :data:`CANDIDATES` form of EM on the same rounds, for the round log.
 
     Decides nothing: it lets one run that trains every step to its cap show
-    where each form would have stopped (``benchmarks/em_stops.py``); its windows
+    where each form would have stopped (``benchmarks/accuracy/em_stops.py``); its windows
     go into checkpoints, so a resumed run logs the same values.
     """
 

@@ -1,4 +1,5 @@
-"""``benchmarks.compare --allocator``: which malloc the runs get, and that it changes no result."""
+"""``benchmarks.accuracy.compare --allocator``: which malloc the runs get, and that it changes
+no result."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import allocator
-from benchmarks.compare import main
-from benchmarks.run_files import read_results, results_paths
-from benchmarks.same_runs import outcome
+from benchmarks.accuracy.compare import main
+from benchmarks.accuracy.run_files import read_results, results_paths
+from benchmarks.accuracy.same_runs import outcome
+from benchmarks.speed import allocator
 
 TCMALLOC = allocator.find("tcmalloc")
 

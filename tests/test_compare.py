@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import runner
-from benchmarks.compare import main
-from benchmarks.report import (
-    PLOTS,
-    band,
-    by_method,
-    curve,
-    load_runs,
-    report,
-    update_readme,
-    write_tables,
-)
-from benchmarks.revision import revision
+from benchmarks.accuracy import runner
+from benchmarks.accuracy.compare import main
+from benchmarks.accuracy.plots import band
+from benchmarks.accuracy.report import report, update_readme
+from benchmarks.accuracy.tables import PLOTS, by_method, curve, load_runs, write_tables
+from benchmarks.common.revision import revision
 
 
 def fake_run(
@@ -88,7 +81,7 @@ def test_report_and_readme_section(tmp_path: Path) -> None:
     assert update_readme(readme, out)
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
-    assert "python -m benchmarks.compare --methods profl,fedavg" in text
+    assert "python -m benchmarks.accuracy.compare --methods profl,fedavg" in text
     assert "| profl |" in text and all(f"(cmp/{name})" in text for name in plots)
 
 

@@ -31,7 +31,7 @@ def test_denoised_em_measures_the_nodes_spread(data_dir: Path, tmp_path: Path) -
     ems = [r["em"] for r in stage2 if r["em"] is not None]
     assert ems and all(0.0 <= e <= 1.0 for e in ems)
     assert math.isfinite(summary["final_loss"])
-    # every candidate form is logged next to the deciding one (benchmarks/em_stops.py)
+    # every candidate form is logged next to the deciding one (benchmarks/accuracy/em_stops.py)
     logged = [r["em_candidates"] for r in rounds if "em_candidates" in r]
     assert logged and all(set(c) == set(CANDIDATES) for c in logged)
     values = [v for c in logged for v in c.values() if v is not None]

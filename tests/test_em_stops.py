@@ -1,11 +1,11 @@
-"""benchmarks/em_stops.py: where a candidate EM form would have ended a capped step."""
+"""benchmarks/accuracy/em_stops.py: where a candidate EM form would have ended a capped step."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks.em_stops import load_traces, main, sweep
+from benchmarks.accuracy.em_stops import load_traces, main, sweep
 from profl_strategy.movement import CANDIDATES
 
 

@@ -34,7 +34,7 @@ def fresh(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("row", ROWS)
 def test_measured_peak_is_under_the_prediction(row: str) -> None:
-    out = fresh("-m", "benchmarks.cpu_memory", "--row", row)
+    out = fresh("-m", "benchmarks.memory.cpu", "--row", row)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["method"] == "VmHWM"  # the kernel's high-water mark, not a sample

@@ -1,10 +1,10 @@
-"""benchmarks.method_memory: the jobs a run sent, and the models the ClientApp builds for them."""
+"""benchmarks.memory.methods: the jobs a run sent, and the models the ClientApp builds for them."""
 
 from __future__ import annotations
 
 import torch
 
-from benchmarks.method_memory import Job, _model_and_loss, from_preset, jobs_of_run
+from benchmarks.memory.methods import Job, _model_and_loss, from_preset, jobs_of_run
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 

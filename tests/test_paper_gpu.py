@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from benchmarks import paper_gpu
-from benchmarks.gpu_bundle import subset_cifar10
+from benchmarks.accuracy import paper_gpu
+from benchmarks.common.gpu_bundle import subset_cifar10
 
 
 def test_paper_gpu_script_runs_in_process_and_reports(data_dir: Path, tmp_path: Path) -> None:

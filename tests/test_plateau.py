@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.plateau import main, part_means
+from benchmarks.accuracy.plateau import main, part_means
 from tests.test_compare import fake_run
 
 

@@ -1,4 +1,4 @@
-"""``benchmarks.compare --jobs``: concurrent runs, each on a CPU of its own."""
+"""``benchmarks.accuracy.compare --jobs``: concurrent runs, each on a CPU of its own."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.compare import main
-from benchmarks.machine import cpuinfo
-from benchmarks.pool import pick_cores, run_pooled
+from benchmarks.accuracy.compare import main
+from benchmarks.common.machine import cpuinfo
+from benchmarks.common.pool import pick_cores, run_pooled
 
 
 def test_pick_cores_refuses_more_jobs_than_cpus() -> None:

@@ -1,11 +1,11 @@
-"""benchmarks.run_files: packed runs report exactly as the files they were packed from."""
+"""benchmarks.accuracy.run_files: packed runs report exactly as the files they were packed from."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks import report, run_files
+from benchmarks.accuracy import report, run_files
 
 
 def _run(folder: Path, method: str, seed: int, acc: float) -> Path:

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from benchmarks.runner import ROUND
+from benchmarks.accuracy.runner import ROUND
 from server_app.report import clock, measured_by_tier, summary_lines, time_left
 from server_app.results import RunRecorder, round_line
 

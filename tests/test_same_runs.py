@@ -1,4 +1,4 @@
-"""``benchmarks.same_runs``: two comparisons equal run by run, whatever their seconds."""
+"""``benchmarks.accuracy.same_runs``: two comparisons equal run by run, whatever their seconds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run_files import pack
-from benchmarks.same_runs import compare_rows, main
+from benchmarks.accuracy.run_files import pack
+from benchmarks.accuracy.same_runs import compare_rows, main
 
 
 def results(acc: float, seconds: float, run_dir: str) -> dict[str, Any]:

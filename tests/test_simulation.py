@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import parse_config_args
 
-from benchmarks.runner import flwr_env, free_port, listener_pids
+from benchmarks.accuracy.runner import flwr_env, free_port, listener_pids
 from server_app.inprocess import simulate
 from tests.conftest import REPO
 
@@ -120,7 +120,7 @@ def test_each_round_is_logged_with_its_metrics(run: tuple[str, dict]) -> None:
 def test_the_in_process_engine_runs_what_flwr_run_runs(
     run: tuple[str, dict], data_dir: Path, tmp_path: Path
 ) -> None:
-    """``benchmarks.compare --engine inprocess`` may stand in for ``flwr run``: the same
+    """``benchmarks.accuracy.compare --engine inprocess`` may stand in for ``flwr run``: the same
     rounds, nodes, bytes and (up to float order) accuracy."""
     _, res = run
     config = parse_config_args([run_config(data_dir, tmp_path)])

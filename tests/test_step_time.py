@@ -1,4 +1,4 @@
-"""benchmarks.step_time: one row per (width ratio, mode), with FLOPs that follow the width."""
+"""benchmarks.speed.step_time: one row per (width ratio, mode), with FLOPs that follow the width."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks import step_time
+from benchmarks.speed import step_time
 
 
 def test_step_time_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -17,8 +17,8 @@ import datasets
 import pytest
 from flwr.common.logger import FLOWER_LOGGER
 
-from benchmarks.runner import RunSpec
-from benchmarks.scale import outcome
+from benchmarks.accuracy.runner import RunSpec
+from benchmarks.scale.nodes import outcome
 from profl_strategy.protocol import QUERY_BUDGET, DataSpec
 from profl_strategy.round_failures import (
     STOP_AFTER_FAILED_ROUNDS,
@@ -239,7 +239,7 @@ def test_the_scale_benchmark_marks_runs_that_could_not_learn_as_failed(tmp_path:
 
 
 def test_compare_marks_a_stopped_run_failed(tmp_path: Path) -> None:
-    from benchmarks.runner import record_outcome
+    from benchmarks.accuracy.runner import record_outcome
 
     for name, summary in (("ok", {"final_accuracy": 0.8}), ("stopped", {"stopped": "3 rounds"})):
         spec = RunSpec("profl", 0, tmp_path / name)

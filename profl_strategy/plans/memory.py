@@ -9,7 +9,7 @@ real forward pass, plus backward's temporaries). :func:`choose_plan` takes
 the fastest plan that fits a budget. On CUDA the measured peak also holds
 library workspaces the model does not see: cuBLAS's (64 MB by default on an
 H100, :func:`profl_strategy.memory.cuda_workspace_mb`) and cuDNN's;
-``python -m benchmarks.plans`` measures them.
+``python -m benchmarks.memory.plans`` measures them.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ _OPT_LABELS = {"sgd-momentum-host": "hostmom", "sgd": "nomom"}
 _OPT_FROM_LABEL = {v: k for k, v in _OPT_LABELS.items()}
 
 # Relative step-time penalties used to order candidates (fastest first). They
-# are priors; only their order matters, and ``python -m benchmarks.plans
+# are priors; only their order matters, and ``python -m benchmarks.memory.plans
 # --techniques`` measures it. Fused and per-parameter updates add Python work
 # per parameter; host momentum adds two transfers of the trainable weights;
 # offloading adds a store and a reload of the prefix outputs; checkpointing

@@ -1,15 +1,15 @@
 """How close the memory model comes to recorded CUDA peaks, with the cuBLAS term.
 
-Reads a table written by ``python -m benchmarks.plans`` on a GPU (estimates
+Reads a table written by ``python -m benchmarks.memory.plans`` on a GPU (estimates
 and ``torch.cuda.max_memory_allocated`` side by side) and prints, for the
 full model, ProFL's worst step and the worst step with plans, and then for
 every (step, plan) row: estimate, estimate + cuBLAS workspace
 (:func:`profl_strategy.memory.cuda_workspace_mb`), measured, and the error.
 No GPU is needed: it re-reads recorded measurements.
 
-    python -m benchmarks.memory_model_check \\
+    python -m benchmarks.memory.model_check \\
         benchmarks/results/plans_cuda_h100/default.md --capability 9.0
-    python -m benchmarks.memory_model_check \\
+    python -m benchmarks.memory.model_check \\
         benchmarks/results/plans_cuda_h100/small_cublas_ws.md --capability 9.0 \\
         --cublas-config :16:8
 """
@@ -56,7 +56,7 @@ def error(est: float, workspace: float, measured: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("table", type=Path, help="output of benchmarks.plans run on CUDA")
+    ap.add_argument("table", type=Path, help="output of benchmarks.memory.plans run on CUDA")
     ap.add_argument("--capability", default="9.0", help="compute capability, e.g. 9.0")
     ap.add_argument("--cublas-config", default="", help="CUBLAS_WORKSPACE_CONFIG of the run")
     ap.add_argument("--tolerance", type=float, default=0.15)

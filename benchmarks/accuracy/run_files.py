@@ -8,7 +8,7 @@ alike. ``zcat runs/<method>-s<seed>/*/results.json.gz`` shows one.
 
 Example::
 
-    python -m benchmarks.run_files benchmarks/results/cifar10_plateau_550
+    python -m benchmarks.accuracy.run_files benchmarks/results/cifar10_plateau_550
 """
 
 from __future__ import annotations

@@ -9,13 +9,15 @@ the mean over seeds: under ``--flat`` points is "flat". ``--upto N`` reads only 
 first N rounds, which is a run of N rounds for a method whose training does not
 depend on the budget (the full-model baselines): would a shorter budget do?
 
-Reads what :mod:`benchmarks.report` reads (``<out>/runs/<method>-s<seed>/<run>/results.json``).
+Reads what :mod:`benchmarks.accuracy.tables` reads
+(``<out>/runs/<method>-s<seed>/<run>/results.json``).
 
 Usage::
 
-    python -m benchmarks.plateau benchmarks/results/cifar10_plateau --method fedavg
-    python -m benchmarks.plateau benchmarks/results/fmnist_long --method fedavg --parts 8
-    python -m benchmarks.plateau benchmarks/results/cifar10_plateau --method fedavg --upto 400
+    python -m benchmarks.accuracy.plateau benchmarks/results/cifar10_plateau --method fedavg
+    python -m benchmarks.accuracy.plateau benchmarks/results/fmnist_long --method fedavg --parts 8
+    python -m benchmarks.accuracy.plateau benchmarks/results/cifar10_plateau --method fedavg \\
+        --upto 400
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from benchmarks.report import load_runs
+from benchmarks.accuracy.tables import load_runs
 
 
 def part_means(
@@ -84,7 +86,7 @@ def markdown(method: str, rows: list[dict[str, Any]], parts: int, flat: float) -
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="a benchmarks.compare result folder")
+    parser.add_argument("out", type=Path, help="a benchmarks.accuracy.compare result folder")
     parser.add_argument("--method", default="fedavg")
     parser.add_argument("--parts", type=int, default=4, help="spans per run (default: quarters)")
     parser.add_argument("--flat", type=float, default=1.0, help="points; a smaller gain is flat")

@@ -1,11 +1,11 @@
 """How the ServerApp scales with the number of simulated SuperNodes: RSS and seconds per round.
 
 Each size is a real ``flwr run`` of a snapshot of this app (the comparison's runner,
-:func:`benchmarks.runner.run_one`), with a private Flower home and ports. While it
+:func:`benchmarks.accuracy.runner.run_one`), with a private Flower home and ports. While it
 runs, the resident memory of the process that hosts the ServerApp in simulation
 (``flwr-simulation``, which also drives Ray) is sampled every second. Example::
 
-    python -m benchmarks.scale --nodes 20,1000 --rounds 3 --data-dir ../shared/data
+    python -m benchmarks.scale.nodes --nodes 20,1000 --rounds 3 --data-dir ../shared/data
 
 prints one row per size: peak RSS of the ServerApp process, median seconds per round
 (round 1, its nodes' first call, separately) and the run's wall time (with the budget
@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.runner import ANSI, REPO, RunSpec, Settings, run_one, snapshot_app
+from benchmarks.accuracy.runner import ANSI, REPO, RunSpec, Settings, run_one, snapshot_app
 
 # The last line of a Python traceback: the exception that ended the ServerApp.
 EXCEPTION = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")

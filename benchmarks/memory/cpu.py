@@ -22,10 +22,10 @@ node for the FedRolex budgets, the full model and the baselines' sub-models
 host momentum move memory to the host, which on a CPU is the device: they are
 not offered to CPU nodes and have no rows.
 
-    python -m benchmarks.cpu_memory --models cnn --widths 0.25,1 --batches 16,64 \\
+    python -m benchmarks.memory.cpu --models cnn --widths 0.25,1 --batches 16,64 \\
         --out benchmarks/results/cpu_memory/rows.jsonl --shard 0/4 --jobs 2
-    python -m benchmarks.cpu_memory --table benchmarks/results/cpu_memory/rows.jsonl
-    python -m benchmarks.cpu_memory --rows-from benchmarks/results/cpu_memory/rows.jsonl \\
+    python -m benchmarks.memory.cpu --table benchmarks/results/cpu_memory/rows.jsonl
+    python -m benchmarks.memory.cpu --rows-from benchmarks/results/cpu_memory/rows.jsonl \\
         --shard 0/4 --out benchmarks/results/cpu_memory/rows_again.jsonl
 
 Rows already in ``--out`` are skipped (resumable); ``--shard i/n`` takes every
@@ -142,7 +142,7 @@ def run_fresh(row: str, threads: int) -> dict:
     """:func:`measure_row` in a fresh Python process."""
     env = os.environ | {"PROFL_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cpu_memory", "--row", row, "--threads", str(threads)],
+        [sys.executable, "-m", "benchmarks.memory.cpu", "--row", row, "--threads", str(threads)],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     if out.returncode != 0:

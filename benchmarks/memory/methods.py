@@ -12,15 +12,15 @@ training loop on random batches of the run's batch size on CUDA and reads
 buffers and the cuBLAS workspace are counted once, as in training); it needs
 only torch, so it runs on a GPU machine without Flower.
 
-    python -m benchmarks.method_memory --results benchmarks/results/cifar10_cpu --jobs-out a.json
-    python -m benchmarks.method_memory --preset paper_cifar10_resnet18 --num-nodes 100 \\
+    python -m benchmarks.memory.methods --results benchmarks/results/cifar10_cpu --jobs-out a.json
+    python -m benchmarks.memory.methods --preset paper_cifar10_resnet18 --num-nodes 100 \\
         --methods profl,fedavg,heterofl --jobs-out b.json
-    python -m benchmarks.method_memory --jobs a.json          # on a GPU
+    python -m benchmarks.memory.methods --jobs a.json          # on a GPU
 
 Phase two prints a Markdown table of every job and one of every method's
 worst job; "model only" subtracts the cuBLAS workspace PyTorch allocates per
 thread (:func:`profl_strategy.memory.cuda_workspace_mb`), the term the memory
-model leaves to the device (see ``benchmarks/memory_model_check.py``).
+model leaves to the device (see ``benchmarks/memory/model_check.py``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.memory import host_batches, new_step_model
-from benchmarks.plans import ResetPeakAfterFirst, steady_peak_mb
-from benchmarks.run_files import read_results
+from benchmarks.accuracy.run_files import read_results
+from benchmarks.memory.plans import ResetPeakAfterFirst, steady_peak_mb
+from benchmarks.memory.steps import host_batches, new_step_model
 from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.baselines.width import sub_key
 from profl_strategy.memory import cuda_workspace_mb
@@ -168,7 +168,7 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
     """Jobs every method would send a population of ``num_nodes`` simulated nodes."""
     from flwr.common.config import parse_config_args
 
-    from benchmarks.runner import VARIANTS
+    from benchmarks.accuracy.variants import VARIANTS
     from profl_strategy.budgets import node_budget_mb
     from profl_strategy.config import compose_config
     from profl_strategy.factory import build_strategy, server_spec
@@ -280,7 +280,7 @@ def report(spec: dict, workspace_mb: float) -> list[str]:
 def main() -> None:
     """Phase one (``--jobs-out``) or phase two (``--jobs``)."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--results", type=Path, help="a benchmarks.compare results folder")
+    ap.add_argument("--results", type=Path, help="a benchmarks.accuracy.compare results folder")
     ap.add_argument("--preset", help="conf/experiment/<preset>.yaml (planned jobs)")
     ap.add_argument("--num-nodes", type=int, default=100, help="population for --preset")
     ap.add_argument(

@@ -7,7 +7,7 @@ plan that fits a budget of ``--budget`` times the full model's estimated peak
 estimated with the memory model; on CUDA it is also measured with
 ``torch.cuda.max_memory_allocated()``:
 
-- full model and steps without plans: :func:`benchmarks.memory.measure_cuda`
+- full model and steps without plans: :func:`benchmarks.memory.steps.measure_cuda`
   (``train_step`` semantics, after a warm-up step);
 - steps with a plan: :func:`profl_strategy.plans.train.train_with_plan` over two
   host batches, the peak counted from the second batch on (steady state:
@@ -20,8 +20,8 @@ Step times are the mean time of one more batch (after one) through
 it also checks that every exact plan trains the same weights as
 ``train_step`` (``--check``).
 
-    python -m benchmarks.plans --models resnet18 --batches 32 --width 0.25
-    python -m benchmarks.plans --bn-accuracy --data-dir ../shared/data
+    python -m benchmarks.memory.plans --models resnet18 --batches 32 --width 0.25
+    python -m benchmarks.memory.plans --bn-accuracy --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.memory import Batches, host_batches, measure_cuda, new_step_model
-from benchmarks.plan_checks import bn_accuracy, check_cuda_exactness
+from benchmarks.memory.plan_checks import bn_accuracy, check_cuda_exactness
+from benchmarks.memory.steps import Batches, host_batches, measure_cuda, new_step_model
 from profl_strategy.memory import MB, estimate_full, estimate_step
 from profl_strategy.models import build_full_model
 from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan

@@ -4,11 +4,12 @@ The lent GPU machine has torch but no Flower simulation engine. This script runs
 :func:`server_app.app.run_profl` on an in-process grid (:func:`server_app.inprocess.simulate`)
 (the app's own ClientApp, mods included, one node at a time on the one GPU), each
 method time-boxed, and then measures the CUDA peaks of the fine splits with and
-without plans (:mod:`benchmarks.plans`). On a CPU box the same script runs end to
+without plans (:mod:`benchmarks.memory.plans`). On a CPU box the same script runs end to
 end on a tiny setting (``tests/test_paper_gpu.py``). Example, on the GPU machine::
 
-    python -m benchmarks.paper_gpu --preset paper_cifar10_resnet18 --methods profl,fedavg \\
-        --minutes 3 --data-dir gpu_data --out $OUT --peaks resnet18_fine --peaks-batch 64
+    python -m benchmarks.accuracy.paper_gpu --preset paper_cifar10_resnet18 \\
+        --methods profl,fedavg --minutes 3 --data-dir gpu_data --out $OUT \\
+        --peaks resnet18_fine --peaks-batch 64
 
 writes ``paper_gpu.md`` (device, per method: rounds, final/best accuracy, seconds),
 ``curves.csv`` (accuracy per evaluated round), each run's ``results.json`` and, with
@@ -87,7 +88,7 @@ def write_report(args: argparse.Namespace, rows: list[dict]) -> None:
 
 def measure_peaks(args: argparse.Namespace) -> None:
     """The plans benchmark on the fine splits: estimates, and CUDA peaks on a GPU."""
-    cmd = [sys.executable, "-m", "benchmarks.plans", "--models", args.peaks,
+    cmd = [sys.executable, "-m", "benchmarks.memory.plans", "--models", args.peaks,
            "--batches", str(args.peaks_batch), "--width", str(args.peaks_width)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     text = f"`{' '.join(cmd[1:])}` on {device_name()} (exit {done.returncode})\n\n{done.stdout}"

@@ -4,7 +4,7 @@ Prints, per model and batch size, the memory model's estimate and, on CUDA,
 ``torch.cuda.max_memory_allocated()`` over one SGD-momentum step after a
 warm-up step (so lazily created buffers are counted once, as in training).
 
-    python -m benchmarks.memory --models resnet18 --batches 64
+    python -m benchmarks.memory.steps --models resnet18 --batches 64
 """
 
 from __future__ import annotations

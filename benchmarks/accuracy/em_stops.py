@@ -1,7 +1,7 @@
 """Where each form of effective movement would stop a step, and what the stop costs.
 
 Reads runs that trained every step to its cap with every candidate form logged
-(``benchmarks.compare --methods profl-capped``: ``method.em.record=true``, round log
+(``benchmarks.accuracy.compare --methods profl-capped``: ``method.em.record=true``, round log
 ``em_candidates``; forms in :data:`profl_strategy.movement.CANDIDATES`). For each
 form, threshold and patience it finds, per step, the first round the rule would
 have ended the step (not before ``min-rounds-per-step``, nor before ``--min-shares``
@@ -15,7 +15,7 @@ score its own sub-model (block and output module), so they compare within a step
 
 Usage::
 
-    python -m benchmarks.em_stops benchmarks/results/fmnist_long_ablations \
+    python -m benchmarks.accuracy.em_stops benchmarks/results/fmnist_long_ablations \
         [--thresholds 0.3,0.4,0.5,0.6] [--patience 2] [--min-shares 0,0.5,0.75]
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from benchmarks.run_files import read_results, results_paths
+from benchmarks.accuracy.run_files import read_results, results_paths
 from profl_strategy.movement import CANDIDATES
 from profl_strategy.step_model import STAGE_GROW, Step
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not traces:
         raise SystemExit(
             f"no run in {[str(f) for f in args.folders]} logged candidate EM forms: run "
-            "benchmarks.compare with --methods profl-capped first"
+            "benchmarks.accuracy.compare with --methods profl-capped first"
         )
     thresholds = [float(v) for v in args.thresholds.split(",")]
     runs = sorted({t.run for t in traces})

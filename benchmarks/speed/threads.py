@@ -1,7 +1,7 @@
 """Seconds per simulated round with and without torch threads pinned per Ray actor.
 
 Each case is a real ``flwr run`` of a snapshot of this app (the comparison's runner,
-:func:`benchmarks.runner.run_one`) on the same preset, nodes, seed and rounds:
+:func:`benchmarks.accuracy.runner.run_one`) on the same preset, nodes, seed and rounds:
 
 - ``1 actor x 2 threads``: Flower's default ``client-resources-num-cpus=2`` on 2 cores;
 - ``2 actors x 2 threads``: ``client-resources-num-cpus=1`` with every actor's torch forced
@@ -12,7 +12,7 @@ Each case is a real ``flwr run`` of a snapshot of this app (the comparison's run
 
 Example (run alone on the machine; timings of a shared machine mean nothing)::
 
-    python -m benchmarks.threads --rounds 8 --data-dir ../shared/data
+    python -m benchmarks.speed.threads --rounds 8 --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.runner import REPO, RunSpec, Settings, run_one, snapshot_app
+from benchmarks.accuracy.runner import REPO, RunSpec, Settings, run_one, snapshot_app
 from profl_strategy.task.cpus import usable_cpus
 
 CASES = {  # name: (more --federation-config, more environment)

@@ -7,12 +7,13 @@ the same method and seed in folder A, on every per-round entry but its seconds
 ServerApp seconds (``wall_s``) in both, per method and in all, and the end-to-end seconds of
 each folder's manifests, so one command says both "same numbers" and "how much faster".
 
-Reads what :mod:`benchmarks.report` reads (``<out>/runs/<method>-s<seed>/<run>/results.json``,
-plain or packed). Exit status 1 if a run differs or is missing from B.
+Reads what :mod:`benchmarks.accuracy.tables` reads
+(``<out>/runs/<method>-s<seed>/<run>/results.json``, plain or packed). Exit status 1 if a run
+differs or is missing from B.
 
 Usage::
 
-    python -m benchmarks.same_runs benchmarks/results/cifar10_plateau_550_batched \\
+    python -m benchmarks.accuracy.same_runs benchmarks/results/cifar10_plateau_550_batched \\
         benchmarks/results/cifar10_plateau_550_tcmalloc
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run_files import read_results, results_paths
+from benchmarks.accuracy.run_files import read_results, results_paths
 
 TIMED = "round_s"  # the one per-round entry that may differ between equal runs
 WHERE = "run_dir"  # the one summary entry that may differ

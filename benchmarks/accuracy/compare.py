@@ -19,17 +19,17 @@ progress per round is printed while a run streams. Everything lands in
 
 Example::
 
-    python -m benchmarks.compare --preset cifar10_cpu \\
+    python -m benchmarks.accuracy.compare --preset cifar10_cpu \\
         --methods profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl \\
         --seeds 0 --data-dir ../shared/data --out benchmarks/results/cifar10-cpu
 
 ``--jobs 2 --engine inprocess`` runs two at a time, one per CPU (how the README's
 comparisons ran on 2 cores). ``--allocator`` picks the runs' ``malloc``
-(:mod:`benchmarks.allocator`: tcmalloc where installed; same results, less time).
+(:mod:`benchmarks.speed.allocator`: tcmalloc where installed; same results, less time).
 ``--report-only`` rebuilds the table and plots from the ``results.json`` files of an
 existing ``--out``. This module is the command line only:
-:mod:`benchmarks.runner` runs the comparison, :mod:`benchmarks.report` writes the tables,
-plots and README section.
+:mod:`benchmarks.accuracy.runner` runs the comparison, :mod:`benchmarks.accuracy.report`
+writes the tables, plots and README section.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import allocator
-from benchmarks.pool import pick_cores
-from benchmarks.report import report, update_readme
-from benchmarks.runner import REPO, VARIANTS, RunSpec, Settings, run_all
+from benchmarks.accuracy.report import report, update_readme
+from benchmarks.accuracy.runner import REPO, RunSpec, Settings, run_all
+from benchmarks.accuracy.variants import VARIANTS
+from benchmarks.common.pool import pick_cores
+from benchmarks.speed import allocator
 
 DEFAULT_METHODS = "profl,fedavg,exclusive,allsmall,heterofl,fedrolex,depthfl,inclusivefl"
 
@@ -84,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=allocator.CHOICES,
         default="auto",
         help="malloc of every run: auto takes tcmalloc or jemalloc where installed (same "
-        "results, less time on the CPU), else the system's (benchmarks/allocator.py)",
+        "results, less time on the CPU), else the system's (benchmarks/speed/allocator.py)",
     )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     p.add_argument(
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.env |= allocator.preload_env(library)
     print(f"allocator: {malloc}" + (f" ({library})" if library else ""), flush=True)
     cfg.runs = [RunSpec(m, s, out / "runs" / f"{m}-s{s}") for m in methods for s in seeds]
-    command = sys.argv if argv is None else ["benchmarks/compare.py", *argv]
+    command = sys.argv if argv is None else ["benchmarks/accuracy/compare.py", *argv]
     failed = run_all(cfg, out, Path(args.app).resolve(), command)
     if report(out, methods) and args.readme:
         update_readme(Path(args.readme), out)

@@ -1,4 +1,4 @@
-"""Checks of the training plans themselves, next to ``benchmarks.plans``' memory tables.
+"""Checks of the training plans themselves, next to ``benchmarks.memory.plans``' memory tables.
 
 - :func:`check_cuda_exactness` (``--check``, CUDA): every exact plan trains the same
   weights as ``train_step``;
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.memory import host_batches, new_step_model
+from benchmarks.memory.steps import host_batches, new_step_model
 from profl_strategy.plans.plan import Plan
 from profl_strategy.plans.train import train_with_plan
 from profl_strategy.step_model import STAGE_FULL, Step

@@ -4,7 +4,7 @@ Runs the real ServerApp and ClientApp in this process (``server_app.inprocess``,
 torch thread, nodes one after another) under cProfile with a CPU-time clock, so the
 shares hold on a busy machine too, and prints one table::
 
-    python -m benchmarks.round_profile --rounds 5 --run-config "data-dir='../shared/data'"
+    python -m benchmarks.speed.round_profile --rounds 5 --run-config "data-dir='../shared/data'"
 
 What ``flwr run`` adds on top (Ray's start-up, messaging) is not in it: compare the
 total with the run's wall time (docs/benchmarks.md, "Where a round's time goes").

@@ -12,7 +12,7 @@ machine whose speed drifts slows them all alike; each row is the median step.
 
 Example (run alone on the machine; timings of a shared machine mean nothing)::
 
-    python -m benchmarks.step_time --preset cifar10_plateau_550 --ratios 1,0.5,0.25
+    python -m benchmarks.speed.step_time --preset cifar10_plateau_550 --ratios 1,0.5,0.25
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ OmegaConf, no package index and no data. Its protobuf travels too, at the versio
 so the generated health-check code finds the runtime it was made for.
 This script, run here, writes
 
-- ``.gpu/whl/``: the wheels ``benchmarks/gpu_session.sh`` installs there (``--no-deps``;
+- ``.gpu/whl/``: the wheels ``benchmarks/accuracy/gpu_session.sh`` installs there (``--no-deps``;
   only what the app imports: ``flwr`` without its SuperLink/CLI-only needs);
 - ``.gpu/data/cifar10-jpeg/``: the full CIFAR-10 JPEG test split and ``--train-per-class``
   training images of each class (the first ones, in the original order), in the same
@@ -14,7 +14,7 @@ This script, run here, writes
 
 and prints the device call to make::
 
-    python -m benchmarks.gpu_bundle --data-dir ../shared/data --train-per-class 1000
+    python -m benchmarks.common.gpu_bundle --data-dir ../shared/data --train-per-class 1000
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / ".gpu"
 WHEELS = (  # at the versions installed here; the GPU image has the rest
     "flwr", "iterators", "cryptography", "cffi", "pycparser", "pycryptodome", "tomli",
@@ -99,7 +99,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     # 1,000 a class: 2,500 (the H100 run of 2026-11-28) does not fit beside the tracked
-    # files (21 MiB with the committed runs packed, benchmarks/run_files.py) in 64 MiB
+    # files (21 MiB with the committed runs packed, benchmarks/accuracy/run_files.py) in 64 MiB
     p.add_argument("--train-per-class", type=int, default=1000)
     p.add_argument("--no-wheels", action="store_true", help="only the data subset")
     args = p.parse_args()
@@ -115,7 +115,7 @@ def main() -> None:
           f"{repo_mb:.1f} MiB: {total:.1f} of the 64 MiB a device call carries")  # fmt: skip
     if total > 64:
         sys.exit("too large for one device call: lower --train-per-class")
-    print('device run: carry [".gpu"], command: bash benchmarks/gpu_session.sh')
+    print('device run: carry [".gpu"], command: bash benchmarks/accuracy/gpu_session.sh')
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""How does the ServerApp scale with the number of simulated SuperNodes? (``nodes``)"""
