@@ -83,6 +83,7 @@ def measure_row(row: str, threads: int) -> dict:
 
     from client_app.baselines import fit_depth, fit_width
     from client_app.step import fit_step
+    from profl_strategy.engine.step import Step
     from profl_strategy.memory.model import estimate_full
     from profl_strategy.memory.peak import PeakMeter
     from profl_strategy.memory.plans.memory import estimate_plan
@@ -90,7 +91,7 @@ def measure_row(row: str, threads: int) -> dict:
     from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
     from profl_strategy.methods.baselines.depth import DepthSubModel, depth_need_mb, heads_for
     from profl_strategy.methods.baselines.width import sub_key
-    from profl_strategy.methods.profl.step_model import Step, StepModel
+    from profl_strategy.methods.profl.step_model import StepModel
     from profl_strategy.models import build_full_model
     from profl_strategy.task.model_key import ModelKey
 

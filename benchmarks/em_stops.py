@@ -31,8 +31,8 @@ from statistics import mean
 from typing import Any
 
 from benchmarks.run_files import read_results, results_paths
+from profl_strategy.engine.step import STAGE_GROW, Step
 from profl_strategy.methods.profl.movement import CANDIDATES
-from profl_strategy.methods.profl.step_model import STAGE_GROW, Step
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from torch import nn
 from benchmarks.memory import host_batches, new_step_model
 from benchmarks.plans import ResetPeakAfterFirst, steady_peak_mb
 from benchmarks.run_files import read_results
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import cuda_workspace_mb
 from profl_strategy.memory.plans.plan import Plan
 from profl_strategy.memory.plans.train import train_with_plan
 from profl_strategy.methods.baselines.depth import DepthSubModel, depth_loss, heads_for
 from profl_strategy.methods.baselines.width import sub_key
-from profl_strategy.methods.profl.step_model import Step
 from profl_strategy.models import build_full_model
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step

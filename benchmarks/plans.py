@@ -36,12 +36,13 @@ import torch
 
 from benchmarks.memory import Batches, host_batches, measure_cuda, new_step_model
 from benchmarks.plan_checks import bn_accuracy, check_cuda_exactness
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import MB, estimate_full, estimate_step
 from profl_strategy.memory.plans.memory import cheapest_plan, choose_plan, estimate_plan
 from profl_strategy.memory.plans.plan import Plan, candidate_plans
 from profl_strategy.memory.plans.train import train_with_plan
 from profl_strategy.methods.profl.schedule import progressive_steps
-from profl_strategy.methods.profl.step_model import Step, StepModel
+from profl_strategy.methods.profl.step_model import StepModel
 from profl_strategy.models import build_full_model
 from profl_strategy.task.model_key import ModelKey
 

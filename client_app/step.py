@@ -14,12 +14,13 @@ from client_app.handler import Done, Job, Local, handle
 from client_app.node import device, node_budget
 from profl_strategy.engine.budgets import NodeConfigError
 from profl_strategy.engine.protocol import CONFIG, Budget, BudgetQuery, ConfigProblem, StepOrder
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import estimate_step
 from profl_strategy.memory.plans.memory import estimate_plan
 from profl_strategy.memory.plans.plan import Plan
 from profl_strategy.memory.plans.train import train_with_plan
 from profl_strategy.memory.runtime import prepared_idle_mb
-from profl_strategy.methods.profl.step_model import Step, StepModel, step_loss
+from profl_strategy.methods.profl.step_model import StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 

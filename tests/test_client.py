@@ -25,10 +25,11 @@ from profl_strategy.engine.protocol import (
     TrainSpec,
     read_reply,
 )
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import estimate_full, estimate_step
 from profl_strategy.memory.plans.plan import Plan
 from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
-from profl_strategy.methods.profl.step_model import GlobalModel, Step, StepModel
+from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 from profl_strategy.task.model_key import ModelKey
 
 KEY = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from profl_strategy.run.config import CONF_DIR, ConfigError, compose_config
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.run.config import CONF_DIR, compose_config
 from profl_strategy.run.factory import model_key
 
 

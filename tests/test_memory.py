@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import (
     LIBRARY_SCRATCH,
     MB,
@@ -19,7 +20,7 @@ from profl_strategy.memory.model import (
 from profl_strategy.memory.plans.memory import _plan_trainer, estimate_plan, forward_terms
 from profl_strategy.memory.plans.plan import Plan
 from profl_strategy.methods.profl.schedule import progressive_steps
-from profl_strategy.methods.profl.step_model import Step, StepModel
+from profl_strategy.methods.profl.step_model import StepModel
 from profl_strategy.task.model_key import ModelKey
 
 CNN = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)

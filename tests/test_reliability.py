@@ -18,9 +18,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
 from profl_strategy.engine.checkpoint import CheckpointError, fingerprint
+from profl_strategy.engine.errors import ConfigError
 from profl_strategy.engine.feasibility import InfeasibleRunError
 from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
-from profl_strategy.run.config import ConfigError, compose_config
+from profl_strategy.run.config import compose_config
 from server_app.app import run_dir_of, run_profl
 from tests.inprocess_grid import InProcessGrid
 

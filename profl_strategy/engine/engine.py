@@ -1,8 +1,13 @@
 """The strategy engine: what every method of the comparison shares.
 
-A method (ProFL, the full-model, width and depth baselines) says which node
-trains what in a round (:meth:`Engine.plan_round` returns a :class:`RoundPlan`)
-and how to fold what came back into its global model (:meth:`Engine.apply`).
+A method (ProFL, the full-model, width and depth baselines; all in
+:mod:`profl_strategy.methods`) subclasses :class:`Engine` and answers three
+questions: what to train this round (its :class:`~profl_strategy.engine.method.Schedule`'s
+``current`` step, then :meth:`Engine.plan_round`, which returns a :class:`RoundPlan`),
+whether the run is done (``schedule.done``), and which model it delivers
+(:meth:`Engine.final_model`). It may also say how to fold what came back into its
+global model (:meth:`Engine.apply`, by default a key-by-key weighted mean) and when
+a step has converged (:meth:`Engine.converged`). This module imports no method.
 The engine does the rest, the same way for all: budgets (:class:`NodeBook`),
 memory-aware selection, messages with one TTL rule, reply screening, the
 ``min-replies`` rule, the round loop, server-side evaluation, checkpoint state
@@ -36,13 +41,13 @@ from torch import nn
 
 from profl_strategy.engine.feasibility import check_feasible
 from profl_strategy.engine.merge import merge_updates
+from profl_strategy.engine.method import Schedule, Transition
 from profl_strategy.engine.nodes import NodeBook
 from profl_strategy.engine.protocol import ARRAYS, CONFIG, NUM_EXAMPLES, RunSpec
 from profl_strategy.engine.round_failures import NodeErrors, errors_once, stop_reason
 from profl_strategy.engine.rounds import Assignment, RoundOutcome, RoundPlan, screen
+from profl_strategy.engine.step import Step
 from profl_strategy.engine.tail import TailAverage
-from profl_strategy.methods.profl.schedule import ProgressiveSchedule, Transition
-from profl_strategy.methods.profl.step_model import Step
 
 Evaluator = Callable[[int, nn.Module], dict[str, float]]
 RoundHook = Callable[[dict[str, Any]], None]
@@ -58,8 +63,10 @@ class Engine(FedAvg):
     run : RunSpec
         The part of every message that is fixed for the run (model, data,
         training, memory profile).
-    schedule : ProgressiveSchedule
-        Steps and round caps; the baselines' is one full-model step.
+    schedule : Schedule
+        Steps and round caps (:class:`~profl_strategy.engine.method.Schedule`): what
+        each round trains and when the run is done. ProFL's is its progressive
+        schedule; a baseline's is one full-model step.
     fraction_train, min_train_nodes : float, int
         A round trains ``fraction_train`` of the online nodes, at least
         ``min_train_nodes``, at most the eligible ones (:meth:`selection_size`).
@@ -82,7 +89,7 @@ class Engine(FedAvg):
         self,
         *,
         run: RunSpec,
-        schedule: ProgressiveSchedule,
+        schedule: Schedule,
         fraction_train: float,
         min_train_nodes: int,
         seed: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from profl_strategy.run.config import ConfigError
+from profl_strategy.engine.errors import ConfigError
 
 
 class InfeasibleRunError(ConfigError):

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from profl_strategy.engine.budgets import MemoryProfile
-from profl_strategy.methods.profl.step_model import Step
+from profl_strategy.engine.step import Step
 from profl_strategy.task.model_key import ModelKey
 
 # Message types (``<category>.<handler>``, as the ClientApp registers them).

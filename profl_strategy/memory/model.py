@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.trace import extrapolated_peak, live_trace
-from profl_strategy.methods.profl.step_model import Step, StepModel, step_loss
+from profl_strategy.methods.profl.step_model import StepModel, step_loss
 from profl_strategy.models import build_full_model
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step

@@ -21,6 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from profl_strategy.engine.errors import ConfigError
 from profl_strategy.run.config_keys import (
     CHECKED,
     KEYS,
@@ -53,10 +54,6 @@ def _find_conf_dir() -> Path:
 
 
 CONF_DIR = _find_conf_dir()
-
-
-class ConfigError(ValueError):
-    """A configuration key has a value the app cannot run with."""
 
 
 def _options(group: str) -> list[str]:

@@ -20,6 +20,7 @@ from functools import lru_cache, partial
 import torch
 from torch import nn
 
+from profl_strategy.engine.step import Step
 from profl_strategy.memory.model import (
     BACKWARD_TEMPORARIES,
     MB,
@@ -37,7 +38,7 @@ from profl_strategy.memory.model import (
 from profl_strategy.memory.plans.forward import PlanForward
 from profl_strategy.memory.plans.plan import Plan, candidate_plans
 from profl_strategy.memory.plans.train import train_with_plan
-from profl_strategy.methods.profl.step_model import Step, StepModel, block_shapes, step_loss
+from profl_strategy.methods.profl.step_model import StepModel, block_shapes, step_loss
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from profl_strategy.engine.step import STAGE_CONDENSE, Step
 from profl_strategy.memory.model import estimate_step
 from profl_strategy.memory.plans import PLAN_MODES
 from profl_strategy.memory.plans.memory import cheapest_plan, choose_plan, estimate_plan
 from profl_strategy.memory.plans.plan import Plan, candidate_plans
-from profl_strategy.methods.profl.step_model import STAGE_CONDENSE, Step
 from profl_strategy.task.model_key import ModelKey
 
 PLAIN = "plain"

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from profl_strategy.methods.profl.step_model import STAGE_GROW, Step
+from profl_strategy.engine.step import STAGE_GROW, Step
 
 OPTIMIZERS = ("sgd-momentum", "sgd-momentum-host", "sgd")
 

@@ -15,8 +15,8 @@ from torch import nn
 from profl_strategy.engine.engine import Assignment, Engine, RoundPlan
 from profl_strategy.engine.protocol import StepOrder
 from profl_strategy.engine.seeding import seeded
+from profl_strategy.engine.step import STAGE_FULL, Step
 from profl_strategy.memory.model import estimate_step
-from profl_strategy.methods.profl.step_model import STAGE_FULL, Step
 from profl_strategy.models import build_full_model
 
 

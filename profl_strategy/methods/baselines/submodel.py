@@ -33,7 +33,7 @@ from profl_strategy.engine.engine import Assignment, Engine, RoundPlan
 from profl_strategy.engine.merge import Index
 from profl_strategy.engine.protocol import Order
 from profl_strategy.engine.seeding import seeded
-from profl_strategy.methods.profl.step_model import STAGE_FULL, Step
+from profl_strategy.engine.step import STAGE_FULL, Step
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from profl_strategy.methods.profl.step_model import (
+from profl_strategy.engine.method import Transition
+from profl_strategy.engine.step import (
     STAGE_CONDENSE,
     STAGE_FULL,
     STAGE_GROW,
@@ -62,24 +61,6 @@ def progressive_steps(num_blocks: int, shrink: bool = True, condense: bool = Fal
             stage1.append(Step(STAGE_CONDENSE, t))
     stage2 = [Step(STAGE_GROW, t) for t in range(num_blocks)]
     return (stage1 if shrink else []) + stage2
-
-
-@dataclass
-class Transition:
-    """Why a step ended, and what comes next (None at the end of the run)."""
-
-    finished: Step
-    reason: str  # "converged" or "round-cap"
-    rounds: int
-    next: Step | None
-
-    def record(self) -> dict[str, Any]:
-        """The round log's ``transition`` entry."""
-        return {
-            "reason": self.reason,
-            "rounds": self.rounds,
-            "next": str(self.next) if self.next else None,
-        }
 
 
 class ProgressiveSchedule:

@@ -23,36 +23,27 @@ server can merge replies key by key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profl_strategy.engine.step import (
+    STAGE_CONDENSE,
+    STAGE_FULL,
+    STAGE_GROW,
+    STAGE_SHRINK,
+    STAGES,
+    Step,
+)
 from profl_strategy.models.base import BlockNetSpec
 
 if TYPE_CHECKING:
     from profl_strategy.task.model_key import ModelKey
 
-STAGE_FULL = 0  # ordinary full-model training (the FedAvg and ExclusiveFL baselines)
-STAGE_SHRINK = 1
-STAGE_GROW = 2
-STAGE_CONDENSE = 3  # stage 1: distil trained block b into out.{b-1} (condense="distill")
-STAGES = (STAGE_FULL, STAGE_SHRINK, STAGE_GROW, STAGE_CONDENSE)
 STAGE1_PREFIXES = ("pool", "initial")  # method.stage1_prefix
 CONDENSE_MODES = ("copy", "distill")  # method.condense
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of the schedule: which stage, and which block is trained."""
-
-    stage: int
-    block: int
-
-    def __str__(self) -> str:
-        return f"s{self.stage}b{self.block}"
 
 
 def block_shapes(spec: BlockNetSpec) -> list[tuple[int, ...]]:

@@ -23,6 +23,7 @@ from torch import nn
 from profl_strategy.engine.engine import Assignment, Engine, RoundOutcome, RoundPlan
 from profl_strategy.engine.protocol import ARRAYS, StepOrder
 from profl_strategy.engine.seeding import seeded
+from profl_strategy.engine.step import STAGE_CONDENSE, STAGE_GROW, STAGE_SHRINK, Step
 from profl_strategy.memory.plans.picker import PlanPicker
 from profl_strategy.methods.profl.condense import carry_forward, condense_into_output_module
 from profl_strategy.methods.profl.movement import (
@@ -30,14 +31,7 @@ from profl_strategy.methods.profl.movement import (
     ConvergenceDetector,
     sampling_noise,
 )
-from profl_strategy.methods.profl.step_model import (
-    STAGE_CONDENSE,
-    STAGE_GROW,
-    STAGE_SHRINK,
-    GlobalModel,
-    Step,
-    StepModel,
-)
+from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 
 
 class ProFL(Engine):
