@@ -202,7 +202,7 @@ HYDRA_ONLY: tuple[Key, ...] = (
     _k("", "train.momentum", float, ((lambda v: 0 <= v < 1), "a number in [0, 1)")),
     _k("", "train.weight_decay", float, ((lambda v: v >= 0), "a number >= 0")),
     _k("", "data.shards_per_partition", int, INT_GE1),
-    _k("", "method.em.record", bool, BOOL),
+    _k("", "method.em.record", bool, BOOL, if_missing=False),  # ProFL only
     _k("", "method.stage1_prefix", str, _one_of(STAGE1_PREFIXES)),
     _k("", "method.condense", str, _one_of(CONDENSE_MODES)),
     _k("", "method.condense_rounds", int, INT_GE1),
@@ -224,8 +224,12 @@ def label_of(path: str) -> str:
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
-    """The files of ``conf/<group>/``: the values a ``group:`` key may take."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    """The files of ``conf/<group>/``: the values a ``group:`` key may take.
+
+    A file whose name starts with ``_`` is a part the others compose (``method/_base``),
+    not an option.
+    """
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def help_of(key: Key, conf_dir: Path) -> str:
