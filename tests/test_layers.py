@@ -54,3 +54,22 @@ def test_importing_the_engine_loads_no_method() -> None:
     )
     loaded = [m for m in json.loads(out.stdout) if m.startswith(FORBIDDEN)]
     assert loaded == [], f"importing the engine loads {loaded}"
+
+
+def test_checkpoints_from_before_the_layout_still_load() -> None:
+    """A ProFL checkpoint pickles its current ``Step`` under the module it had then."""
+    import io
+    import pickle
+
+    from profl_strategy.engine import checkpoint
+    from profl_strategy.engine.step import Step
+
+    old = pickle.dumps(Step(2, 1), protocol=0).replace(
+        b"profl_strategy.engine.step", b"profl_strategy.step_model"
+    )
+    assert b"profl_strategy.step_model" in old
+    assert checkpoint._Unpickler(io.BytesIO(old)).load() == Step(2, 1)
+    # the config hash reads class paths as they were spelled before the layout
+    new = {"method": {"strategy": "profl_strategy.methods.profl.strategy.ProFL"}}
+    was = {"method": {"strategy": "profl_strategy.strategy.ProFL"}}
+    assert checkpoint.fingerprint(new) == checkpoint.fingerprint(was)
