@@ -2,7 +2,7 @@
 
 ProFL's handlers live in :mod:`client_app.step`, the baselines' in
 :mod:`client_app.baselines`; both build on :mod:`client_app.node`. The message
-types are :mod:`profl_strategy.protocol`'s (``<category>.<action>``).
+types are :mod:`profl_strategy.engine.protocol`'s (``<category>.<action>``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 from client_app.baselines import bn_statistics, train_depth, train_width
 from client_app.mods import pin_threads, skip_expired
 from client_app.step import budget, train
-from profl_strategy.protocol import (
+from profl_strategy.engine.protocol import (
     QUERY_BN_STATS,
     QUERY_BUDGET,
     TRAIN_DEPTH,

@@ -19,11 +19,11 @@ from torch import nn
 
 from client_app.handler import Done, Job, Local, handle
 from client_app.node import Call
-from profl_strategy.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
-from profl_strategy.baselines.static_bn import loader_images, local_statistics
-from profl_strategy.memory import estimate_forward, estimate_full
+from profl_strategy.engine.protocol import BNStatsQuery, DepthOrder, Reply, Statistics, WidthOrder
+from profl_strategy.memory.model import estimate_forward, estimate_full
+from profl_strategy.methods.baselines.depth import DepthSubModel, depth_loss, depth_need_mb
+from profl_strategy.methods.baselines.static_bn import loader_images, local_statistics
 from profl_strategy.models import build_full_model
-from profl_strategy.protocol import BNStatsQuery, DepthOrder, Reply, Statistics, WidthOrder
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
@@ -44,7 +44,7 @@ def fit_width(
     """Train the whole model of ``key`` (a width sub-model) from ``arrays``; with ``mask``,
     the classifier only scores those classes. What a ``train.width`` call does once its
     data is loaded."""
-    from profl_strategy.baselines.width import LabelMasked
+    from profl_strategy.methods.baselines.width import LabelMasked
 
     model = build_full_model(key.spec())
     model.load_state_dict(arrays.to_torch_state_dict())
@@ -81,7 +81,7 @@ class WidthJob(Job[WidthOrder]):
 
     def __init__(self, msg: Message) -> None:
         # Imported here: it needs torchvision (ViT), too slow for every message's import.
-        from profl_strategy.baselines.width import sub_key
+        from profl_strategy.methods.baselines.width import sub_key
 
         super().__init__(msg)
         self.key = sub_key(self.order.run.model, self.order.ratio)

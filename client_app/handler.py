@@ -27,8 +27,8 @@ from client_app.node import (
     refusal,
     run_measured,
 )
-from profl_strategy.protocol import ARRAYS, CONFIG, Order, Reply
-from profl_strategy.seeding import seeded
+from profl_strategy.engine.protocol import ARRAYS, CONFIG, Order, Reply
+from profl_strategy.engine.seeding import seeded
 
 OrderT = TypeVar("OrderT", bound=Order)
 

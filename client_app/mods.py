@@ -11,7 +11,7 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
 
-from profl_strategy.protocol import Expired
+from profl_strategy.engine.protocol import Expired
 from profl_strategy.task.cpus import usable_cpus
 
 

@@ -1,6 +1,6 @@
 """What every ClientApp handler needs from its node: the budget, the data, the device.
 
-Handlers read the run from the message (:class:`~profl_strategy.protocol.RunSpec`),
+Handlers read the run from the message (:class:`~profl_strategy.engine.protocol.RunSpec`),
 never from ``context.run_config``, and check every order against the node's
 own budget with the same memory model the server used.
 """
@@ -20,13 +20,18 @@ from flwr.app import Context, Message
 from flwr.common import log
 from torch.utils.data import DataLoader
 
-from profl_strategy.budgets import NodeConfigError, memory_mb_of, node_budget_mb, partition_of
-from profl_strategy.device_memory import DeviceMemoryError, auto_budget_mb
-from profl_strategy.guard import OverBudget, budget_guard
-from profl_strategy.memory import cuda_workspace_mb
-from profl_strategy.peak import Measurement, PeakMeter, idle_rss_mb
-from profl_strategy.protocol import Order, Refused, RunSpec, Trained
-from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
+from profl_strategy.engine.budgets import (
+    NodeConfigError,
+    memory_mb_of,
+    node_budget_mb,
+    partition_of,
+)
+from profl_strategy.engine.protocol import Order, Refused, RunSpec, Trained
+from profl_strategy.memory.device import DeviceMemoryError, auto_budget_mb
+from profl_strategy.memory.guard import OverBudget, budget_guard
+from profl_strategy.memory.model import cuda_workspace_mb
+from profl_strategy.memory.peak import Measurement, PeakMeter, idle_rss_mb
+from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
 
 _logged: set[str] = set()
 
@@ -49,7 +54,7 @@ def node_budget(context: Context, run: RunSpec, load: bool = True) -> tuple[floa
     A real cap (``memory-mb`` in the node config) on a CUDA device also has to
     hold PyTorch's cuBLAS workspaces, which the estimates leave out: they are
     taken off here, so the strategy and this node compare the same figures.
-    Raises :class:`~profl_strategy.budgets.NodeConfigError` (naming this node) for
+    Raises :class:`~profl_strategy.engine.budgets.NodeConfigError` (naming this node) for
     a config the run cannot use, so no handler ever trains with a made-up budget.
     """
     config, node = dict(context.node_config), str(context.node_id)
@@ -93,7 +98,7 @@ def node_budget(context: Context, run: RunSpec, load: bool = True) -> tuple[floa
 def call_overhead_mb(run: RunSpec, context: Context, load: bool = True) -> float:
     """What a train call holds besides the model's figure: on the CPU, its data
     (:func:`data_mb`) and the runtime allowance
-    (:data:`~profl_strategy.runtime.CPU_CALL_ALLOWANCE_MB`); on CUDA, nothing
+    (:data:`~profl_strategy.memory.runtime.CPU_CALL_ALLOWANCE_MB`); on CUDA, nothing
     on the device."""
     if device().type != "cpu":
         return 0.0
@@ -102,7 +107,7 @@ def call_overhead_mb(run: RunSpec, context: Context, load: bool = True) -> float
 
 def guard_on(context: Context, source: str) -> bool:
     """Whether this node holds calls to their budget: a strict allocator
-    (:func:`~profl_strategy.runtime.prepare_process`) and a guard that stops a call
+    (:func:`~profl_strategy.memory.runtime.prepare_process`) and a guard that stops a call
     past it. ``memory-guard`` in the node config (or ``PROFL_MEMORY_GUARD`` for every
     node of a simulation) decides; by default on where the budget is the device's
     own (deployment), off for simulated profiles (a strict allocator costs time)."""
@@ -151,7 +156,7 @@ def prepare_node(context: Context, source: str) -> bool:
     On the CPU, estimating a call runs its training code on tiny batches. Under glibc's
     default policy the weight-sized blocks it frees stay in the heap, resident, and
     later calls reuse them: the process grows past what any call needs. A strict
-    policy (:func:`~profl_strategy.runtime.set_policy`) returns them.
+    policy (:func:`~profl_strategy.memory.runtime.set_policy`) returns them.
     """
     strict = guard_on(context, source)
     if device().type == "cpu":
@@ -167,8 +172,8 @@ def run_measured(
     need_mb: float,
     call: Callable[[], Any],
 ) -> tuple[Any, Call] | Message:
-    """Run ``call`` measured (:mod:`profl_strategy.peak`) after preparing the process
-    (:func:`~profl_strategy.runtime.prepare_process`, once). With the guard on and the
+    """Run ``call`` measured (:mod:`profl_strategy.memory.peak`) after preparing the process
+    (:func:`~profl_strategy.memory.runtime.prepare_process`, once). With the guard on and the
     budget enforced, a call whose peak passes its budget is stopped and answered with a
     refusal that gives measured and budget."""
     where, (budget_mb, source) = device(), budget

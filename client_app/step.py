@@ -12,14 +12,15 @@ from flwr.common import log
 
 from client_app.handler import Done, Job, Local, handle
 from client_app.node import device, node_budget
-from profl_strategy.budgets import NodeConfigError
-from profl_strategy.memory import estimate_step
-from profl_strategy.plans.memory import estimate_plan
-from profl_strategy.plans.plan import Plan
-from profl_strategy.plans.train import train_with_plan
-from profl_strategy.protocol import CONFIG, Budget, BudgetQuery, ConfigProblem, StepOrder
-from profl_strategy.runtime import prepared_idle_mb
-from profl_strategy.step_model import Step, StepModel, step_loss
+from profl_strategy.engine.budgets import NodeConfigError
+from profl_strategy.engine.protocol import CONFIG, Budget, BudgetQuery, ConfigProblem, StepOrder
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import estimate_step
+from profl_strategy.memory.plans.memory import estimate_plan
+from profl_strategy.memory.plans.plan import Plan
+from profl_strategy.memory.plans.train import train_with_plan
+from profl_strategy.memory.runtime import prepared_idle_mb
+from profl_strategy.methods.profl.step_model import StepModel, step_loss
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
@@ -95,7 +96,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the active block (and its output module) on this node's partition.
 
     A ``plan`` in the order (strategy with plans on) says how: micro-batches,
-    checkpointing, an offloaded prefix... (:mod:`profl_strategy.plans`). The
+    checkpointing, an offloaded prefix... (:mod:`profl_strategy.memory.plans`). The
     node checks that plan's estimated peak against its own budget first.
     """
     return handle(StepJob, msg, context)

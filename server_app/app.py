@@ -12,13 +12,14 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 from omegaconf import DictConfig
 
-from profl_strategy import checkpoint
-from profl_strategy.checkpoint import fingerprint
-from profl_strategy.config import ConfigError, compose_config, key_sources, source_lines
-from profl_strategy.engine import Engine
-from profl_strategy.factory import build_strategy, server_spec
-from profl_strategy.protocol import RunSpec
-from profl_strategy.server_spec import ServerSpec
+from profl_strategy.engine import checkpoint
+from profl_strategy.engine.checkpoint import fingerprint
+from profl_strategy.engine.engine import Engine
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.engine.protocol import RunSpec
+from profl_strategy.run.config import compose_config, key_sources, source_lines
+from profl_strategy.run.factory import build_strategy, server_spec
+from profl_strategy.run.server_spec import ServerSpec
 from profl_strategy.task.evaluate import TestSetEvaluator
 from server_app.local_superlink import startup_notes
 from server_app.polling import PollingGrid

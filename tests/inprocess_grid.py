@@ -13,7 +13,7 @@ from collections.abc import Callable
 from flwr.app import Error, Message
 
 from client_app.app import HANDLERS as CLIENT_HANDLERS
-from profl_strategy.protocol import CONFIG, TRAIN_STEP, StepOrder
+from profl_strategy.engine.protocol import CONFIG, TRAIN_STEP, StepOrder
 from server_app import inprocess
 
 Fault = Callable[[Message, Message], Message | None]  # (request, reply) -> reply or None

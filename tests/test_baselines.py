@@ -13,7 +13,19 @@ from flwr.app import Array, ArrayRecord
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.baselines import bn_statistics, train_depth, train_width
-from profl_strategy.baselines.depth import (
+from profl_strategy.engine.budgets import MemoryProfile
+from profl_strategy.engine.engine import Assignment, RoundOutcome, RoundPlan
+from profl_strategy.engine.protocol import (
+    QUERY_BN_STATS,
+    TRAIN_DEPTH,
+    TRAIN_WIDTH,
+    DataSpec,
+    RunSpec,
+    Trained,
+    TrainSpec,
+)
+from profl_strategy.engine.rounds import Returned
+from profl_strategy.methods.baselines.depth import (
     DepthClassifier,
     DepthNet,
     DepthSubModel,
@@ -22,9 +34,9 @@ from profl_strategy.baselines.depth import (
     kd_ramp,
     key_map,
 )
-from profl_strategy.baselines.depth_strategies import DepthFL, InclusiveFL
-from profl_strategy.baselines.submodel import TieredMethod
-from profl_strategy.baselines.width import (
+from profl_strategy.methods.baselines.depth_strategies import DepthFL, InclusiveFL
+from profl_strategy.methods.baselines.submodel import TieredMethod
+from profl_strategy.methods.baselines.width import (
     SliceUpdate,
     aggregate_slices,
     channel_index,
@@ -35,20 +47,8 @@ from profl_strategy.baselines.width import (
     unslice_into,
     width_model,
 )
-from profl_strategy.baselines.width_strategies import AllSmall, FedRolex, HeteroFL
-from profl_strategy.budgets import MemoryProfile
-from profl_strategy.engine import Assignment, RoundOutcome, RoundPlan
-from profl_strategy.engine_rounds import Returned
-from profl_strategy.protocol import (
-    QUERY_BN_STATS,
-    TRAIN_DEPTH,
-    TRAIN_WIDTH,
-    DataSpec,
-    RunSpec,
-    Trained,
-    TrainSpec,
-)
-from profl_strategy.schedule import ProgressiveSchedule
+from profl_strategy.methods.baselines.width_strategies import AllSmall, FedRolex, HeteroFL
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule
 from profl_strategy.task.model_key import ModelKey
 from server_app.app import run_profl
 from tests import inprocess_grid

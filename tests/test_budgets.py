@@ -9,13 +9,18 @@ from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from profl_strategy.budgets import MemoryProfile, NodeConfigError, node_budget_mb, tier_counts
-from profl_strategy.config import CONF_DIR
-from profl_strategy.movement import ConvergenceDetector
-from profl_strategy.nodes import REASK_LEFT_OUT_ROUNDS
-from profl_strategy.protocol import QUERY_BUDGET, DataSpec, RunSpec, TrainSpec
-from profl_strategy.schedule import ProgressiveSchedule
-from profl_strategy.strategy import ProFL
+from profl_strategy.engine.budgets import (
+    MemoryProfile,
+    NodeConfigError,
+    node_budget_mb,
+    tier_counts,
+)
+from profl_strategy.engine.nodes import REASK_LEFT_OUT_ROUNDS
+from profl_strategy.engine.protocol import QUERY_BUDGET, DataSpec, RunSpec, TrainSpec
+from profl_strategy.methods.profl.movement import ConvergenceDetector
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule
+from profl_strategy.methods.profl.strategy import ProFL
+from profl_strategy.run.config import CONF_DIR
 from profl_strategy.task.model_key import ModelKey
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid

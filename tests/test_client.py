@@ -9,10 +9,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import budget as budget_handler
 from client_app.app import train as train_handler
-from profl_strategy.budgets import MemoryProfile, NodeConfigError
-from profl_strategy.memory import estimate_full, estimate_step
-from profl_strategy.plans.plan import Plan
-from profl_strategy.protocol import (
+from profl_strategy.engine.budgets import MemoryProfile, NodeConfigError
+from profl_strategy.engine.protocol import (
     QUERY_BUDGET,
     TRAIN_STEP,
     Budget,
@@ -27,8 +25,11 @@ from profl_strategy.protocol import (
     TrainSpec,
     read_reply,
 )
-from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
-from profl_strategy.step_model import GlobalModel, Step, StepModel
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import estimate_full, estimate_step
+from profl_strategy.memory.plans.plan import Plan
+from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
+from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 from profl_strategy.task.model_key import ModelKey
 
 KEY = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)
@@ -49,7 +50,7 @@ def run_spec(data_dir: Path | str, subsample: float = 1.0) -> RunSpec:
 def step_need_mb(plan: Plan | None = None) -> float:
     if plan is None:
         return estimate_step(KEY, STEP, 16).total_mb
-    from profl_strategy.plans.memory import estimate_plan
+    from profl_strategy.memory.plans.memory import estimate_plan
 
     return estimate_plan(KEY, STEP, 16, plan).total_mb
 
@@ -169,7 +170,7 @@ def test_deployed_node_without_memory_mb_refuses_and_suggests_auto(
 
 
 def test_memory_mb_auto_takes_what_the_device_gives(data_dir: Path) -> None:
-    from profl_strategy.device_memory import auto_budget_mb
+    from profl_strategy.memory.device import auto_budget_mb
 
     expected, _ = auto_budget_mb()
     reply = budget_handler(message(data_dir, QUERY_BUDGET), context(NODE | {"memory-mb": "auto"}))

@@ -2,8 +2,9 @@
 
 import pytest
 
-from profl_strategy.config import CONF_DIR, ConfigError, compose_config
-from profl_strategy.factory import model_key
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.run.config import CONF_DIR, compose_config
+from profl_strategy.run.factory import model_key
 
 
 def test_default_preset_composes() -> None:

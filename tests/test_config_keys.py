@@ -1,4 +1,4 @@
-"""The run-config keys are declared once (profl_strategy/config_keys.py): what Flower and
+"""The run-config keys are declared once (profl_strategy/run/config_keys.py): what Flower and
 the docs read must not drift from that declaration."""
 
 import re
@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from profl_strategy.config import CONF_DIR, compose_config
-from profl_strategy.config_keys import KEYS, RUN_CONFIG_KEYS, markdown_table, pyproject_block
+from profl_strategy.run.config import CONF_DIR, compose_config
+from profl_strategy.run.config_keys import KEYS, RUN_CONFIG_KEYS, markdown_table, pyproject_block
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "[tool.flwr.app.config]\n"
@@ -16,13 +16,13 @@ HEAD = "[tool.flwr.app.config]\n"
 
 def test_pyproject_block_is_the_declarations() -> None:
     # Flower reads pyproject.toml before any app code runs, so the block is not generated
-    # at run time: it must be what `python -m profl_strategy.config_keys --pyproject` prints.
+    # at run time: it must be what `python -m profl_strategy.run.config_keys --pyproject` prints.
     text = (ROOT / "pyproject.toml").read_text()
     start = text.index(HEAD) + len(HEAD)
     body = text[start : text.index("\n\n", start) + 1]
     assert body == pyproject_block(CONF_DIR), (
-        "pyproject.toml's [tool.flwr.app.config] differs from profl_strategy/config_keys.py: "
-        "paste `python -m profl_strategy.config_keys --pyproject` there"
+        "pyproject.toml's [tool.flwr.app.config] differs from profl_strategy/run/config_keys.py: "
+        "paste `python -m profl_strategy.run.config_keys --pyproject` there"
     )
 
 
@@ -37,8 +37,8 @@ def test_docs_table_is_the_declarations() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     table = re.search(r"--markdown -->\n(.*)<!-- end generated -->", text, re.S)
     assert table is not None and table.group(1) == markdown_table(CONF_DIR), (
-        "docs/configuration.md's table differs from profl_strategy/config_keys.py: paste "
-        "`python -m profl_strategy.config_keys --markdown` there"
+        "docs/configuration.md's table differs from profl_strategy/run/config_keys.py: paste "
+        "`python -m profl_strategy.run.config_keys --markdown` there"
     )
 
 
@@ -61,7 +61,7 @@ def test_every_key_has_help_and_every_path_is_in_conf() -> None:
 
 
 def test_key_sources_tell_typed_preset_and_default_apart() -> None:
-    from profl_strategy.config import key_sources
+    from profl_strategy.run.config import key_sources
 
     run_config = {"preset": "laptop", "lr": 0.1, "seed": "", "overrides": "method.em.window=4"}
     found = {s.key: (s.value, s.source) for s in key_sources(run_config)}

@@ -61,9 +61,9 @@ def _step_needs_mb() -> dict[str, float]:
     """Per-step peak estimates for the test's run config, computed as the ServerApp does."""
     from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
-    from profl_strategy.config import compose_config
-    from profl_strategy.memory import estimate_step
-    from profl_strategy.schedule import progressive_steps
+    from profl_strategy.memory.model import estimate_step
+    from profl_strategy.methods.profl.schedule import progressive_steps
+    from profl_strategy.run.config import compose_config
     from profl_strategy.task.dataset_info import get_info
     from profl_strategy.task.model_key import ModelKey
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from profl_strategy.device_memory import (
+from profl_strategy.memory.device import (
     MARGIN_MIN_MB,
     DeviceMemoryError,
     auto_budget_mb,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flwr.supercore.task_identity import TaskIdentity
 
-from profl_strategy.movement import CANDIDATES
+from profl_strategy.methods.profl.movement import CANDIDATES
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.test_reliability import config, read_rounds

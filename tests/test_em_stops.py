@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.accuracy.em_stops import load_traces, main, sweep
-from profl_strategy.movement import CANDIDATES
+from profl_strategy.methods.profl.movement import CANDIDATES
 
 
 def write_run(folder: Path) -> None:

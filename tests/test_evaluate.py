@@ -41,7 +41,7 @@ def test_without_a_test_size_every_round_scores_the_whole_split(data_dir: Path) 
 def test_a_profl_run_cut_before_its_last_step_delivers_that_step_s_model() -> None:
     """Its output module stands in for the blocks never trained; a finished run
     delivers the full model."""
-    from profl_strategy.step_model import STAGE_GROW
+    from profl_strategy.engine.step import STAGE_GROW
     from tests.test_budgets import profl
 
     s = profl()

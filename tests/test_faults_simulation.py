@@ -63,7 +63,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 MEASURE = """
 import json, sys, time
 from flwr.supercore.task_identity import TaskIdentity
-from profl_strategy.protocol import TRAIN_STEP
+from profl_strategy.engine.protocol import TRAIN_STEP
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1

@@ -20,8 +20,8 @@ import pytest
 from flwr.common.serde import message_to_proto
 from flwr.supercore.task_identity import TaskIdentity
 
-from profl_strategy.memory import estimate_step
-from profl_strategy.protocol import TRAIN_STEP
+from profl_strategy.engine.protocol import TRAIN_STEP
+from profl_strategy.memory.model import estimate_step
 from tests.test_client import DATA_MB, KEY, NODE, STEP, message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +50,9 @@ from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import app
-from profl_strategy.budgets import MemoryProfile
+from profl_strategy.engine.budgets import MemoryProfile
 from profl_strategy.task.model_key import ModelKey
-from profl_strategy.protocol import BudgetQuery, DataSpec, RunSpec, TrainSpec
+from profl_strategy.engine.protocol import BudgetQuery, DataSpec, RunSpec, TrainSpec
 
 lazy = json.loads(sys.argv[1])
 after_import = [m for m in lazy if m in sys.modules]
@@ -87,7 +87,7 @@ from flwr.proto.message_pb2 import Message as ProtoMessage
 
 from client_app.app import app
 from client_app.node import local_loader
-from profl_strategy.protocol import StepOrder
+from profl_strategy.engine.protocol import StepOrder
 
 lazy, message_file, node, handle = sys.argv[1:]
 proto = ProtoMessage()

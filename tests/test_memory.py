@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from profl_strategy.memory import (
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import (
     LIBRARY_SCRATCH,
     MB,
     cuda_workspace_mb,
@@ -16,10 +17,10 @@ from profl_strategy.memory import (
     saved_activation_bytes,
     trace_call,
 )
-from profl_strategy.plans.memory import _plan_trainer, estimate_plan, forward_terms
-from profl_strategy.plans.plan import Plan
-from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import Step, StepModel
+from profl_strategy.memory.plans.memory import _plan_trainer, estimate_plan, forward_terms
+from profl_strategy.memory.plans.plan import Plan
+from profl_strategy.methods.profl.schedule import progressive_steps
+from profl_strategy.methods.profl.step_model import StepModel
 from profl_strategy.task.model_key import ModelKey
 
 CNN = ModelKey("cnn", 10, (1, 28, 28), 0.25, 1)

@@ -1,7 +1,7 @@
 """Measured peaks stay under the memory model's prediction, and a node stops itself past its budget.
 
 Every measurement runs in a fresh process, prepared as a node prepares itself
-(:func:`profl_strategy.runtime.prepare_process`): a pytest process holds
+(:func:`profl_strategy.memory.runtime.prepare_process`): a pytest process holds
 whatever earlier tests left, which is no node's idle state.
 """
 
@@ -47,7 +47,7 @@ GUARDED_CALL = textwrap.dedent(
     from flwr.app import Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
     import client_app.step as step
-    from profl_strategy.protocol import read_reply
+    from profl_strategy.engine.protocol import read_reply
     from tests.test_client import NODE, message
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
@@ -86,9 +86,9 @@ def test_a_node_past_its_budget_stops_and_refuses(data_dir: Path) -> None:
 END_TO_END = textwrap.dedent(
     """
     import json, sys
-    from profl_strategy.memory import estimate_full
-    from profl_strategy.plans.picker import PlanPicker
-    from profl_strategy.schedule import progressive_steps
+    from profl_strategy.memory.model import estimate_full
+    from profl_strategy.memory.plans.picker import PlanPicker
+    from profl_strategy.methods.profl.schedule import progressive_steps
     from profl_strategy.task.model_key import ModelKey
     from server_app.app import run_profl
     from server_app.inprocess import InProcessGrid
@@ -117,7 +117,7 @@ END_TO_END = textwrap.dedent(
 def test_nodes_at_their_predicted_budget_stay_under_it_in_every_round(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
+    from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
 
     overhead = 300 * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB  # 300 rows a node
     code = END_TO_END.format(overhead=overhead)
@@ -137,7 +137,7 @@ def test_nodes_at_their_predicted_budget_stay_under_it_in_every_round(
 SHARED_PROCESS = textwrap.dedent(
     """
     import json, numpy as np, torch
-    from profl_strategy.peak import PeakMeter, idle_rss_mb
+    from profl_strategy.memory.peak import PeakMeter, idle_rss_mb
     idle_rss_mb()  # the process's idle size, before any node's call
     leftover = np.ones(64 * 2**20, dtype=np.uint8)  # another node's data, still resident
     def call():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from profl_strategy.movement import (
+from profl_strategy.methods.profl.movement import (
     CANDIDATES,
     CandidateRecorder,
     ConvergenceDetector,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from profl_strategy.engine_rounds import warn_over
-from profl_strategy.round_failures import NodeErrors
+from profl_strategy.engine.round_failures import NodeErrors
+from profl_strategy.engine.rounds import warn_over
 
 
 def _reply(peak: float, policy: str) -> SimpleNamespace:

@@ -31,12 +31,12 @@ PACKAGES = ("server_app", "client_app", "profl_strategy")
 CHECK = textwrap.dedent(
     """
     import json, sys
-    import client_app.app, profl_strategy.config, server_app.app
-    from profl_strategy.config import CONF_DIR, compose_config
+    import client_app.app, profl_strategy.run.config, server_app.app
+    from profl_strategy.run.config import CONF_DIR, compose_config
 
     run_config = json.loads(sys.argv[1])
     report = {
-        "files": [m.__file__ for m in (server_app.app, client_app.app, profl_strategy.config)],
+        "files": [m.__file__ for m in (server_app.app, client_app.app, profl_strategy.run.config)],
         "namespace": list(profl_strategy.__path__),  # no __init__.py: every portion counts
         "conf_dir": str(CONF_DIR),
         "dataset": compose_config({"preset": run_config["preset"]}).dataset.name,
@@ -180,7 +180,7 @@ def test_the_fab_holds_the_app_and_nothing_else(tmp_path: Path) -> None:
         f"conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")
     }
     assert conf <= set(names)
-    assert "profl_strategy/config.py" in names
+    assert "profl_strategy/run/config.py" in names
     # the ServerApp and ClientApp the FAB's pyproject names are in it
     fab_config = tomllib.loads(zipfile.ZipFile(fab).read("pyproject.toml").decode())
     for ref in fab_config["tool"]["flwr"]["app"]["components"].values():

@@ -14,12 +14,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, TensorDataset
 
-from profl_strategy.memory import MB, estimate_step
-from profl_strategy.plans.forward import PlanForward, block_segments, in_recompute
-from profl_strategy.plans.memory import _forward_terms, choose_plan, estimate_plan, forward_terms
-from profl_strategy.plans.plan import Plan, candidate_plans
-from profl_strategy.plans.train import FullBatchNormStats, backward_batch, train_with_plan
-from profl_strategy.step_model import Step, StepModel, block_shapes
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import MB, estimate_step
+from profl_strategy.memory.plans.forward import PlanForward, block_segments, in_recompute
+from profl_strategy.memory.plans.memory import (
+    _forward_terms,
+    choose_plan,
+    estimate_plan,
+    forward_terms,
+)
+from profl_strategy.memory.plans.plan import Plan, candidate_plans
+from profl_strategy.memory.plans.train import FullBatchNormStats, backward_batch, train_with_plan
+from profl_strategy.methods.profl.step_model import StepModel, block_shapes
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 

@@ -17,10 +17,11 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from profl_strategy.checkpoint import CheckpointError, fingerprint
-from profl_strategy.config import ConfigError, compose_config
-from profl_strategy.feasibility import InfeasibleRunError
-from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB
+from profl_strategy.engine.checkpoint import CheckpointError, fingerprint
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.engine.feasibility import InfeasibleRunError
+from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
+from profl_strategy.run.config import compose_config
 from server_app.app import run_dir_of, run_profl
 from tests.inprocess_grid import InProcessGrid
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from profl_strategy.schedule import ProgressiveSchedule, progressive_steps
-from profl_strategy.step_model import Step
+from profl_strategy.engine.step import Step
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule, progressive_steps
 
 
 def test_order_is_back_to_front_then_front_to_back() -> None:

@@ -4,10 +4,10 @@ explicitly (no matching of arguments against a class's signature)."""
 import pytest
 from omegaconf import OmegaConf
 
-from profl_strategy.checkpoint import fingerprint
-from profl_strategy.config import compose_config
-from profl_strategy.factory import build_strategy, server_spec
-from profl_strategy.strategy import ProFL
+from profl_strategy.engine.checkpoint import fingerprint
+from profl_strategy.methods.profl.strategy import ProFL
+from profl_strategy.run.config import compose_config
+from profl_strategy.run.factory import build_strategy, server_spec
 
 METHODS = ("profl", "profl_fedprox", "fedavg", "exclusive", "allsmall", "heterofl",
            "fedrolex", "depthfl", "inclusivefl")  # fmt: skip

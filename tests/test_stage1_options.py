@@ -9,18 +9,12 @@ import torch
 from flwr.supercore.task_identity import TaskIdentity
 from torch.utils.data import DataLoader, TensorDataset
 
-from profl_strategy.config import ConfigError, compose_config
-from profl_strategy.memory import estimate_step
-from profl_strategy.schedule import ProgressiveSchedule, progressive_steps
-from profl_strategy.step_model import (
-    STAGE_CONDENSE,
-    STAGE_SHRINK,
-    GlobalModel,
-    Step,
-    StepModel,
-    distill_loss,
-    step_loss,
-)
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.engine.step import STAGE_CONDENSE, STAGE_SHRINK, Step
+from profl_strategy.memory.model import estimate_step
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule, progressive_steps
+from profl_strategy.methods.profl.step_model import GlobalModel, StepModel, distill_loss, step_loss
+from profl_strategy.run.config import compose_config
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 from server_app.app import run_profl

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from profl_strategy.baselines.static_bn import local_statistics, pool_statistics
-from profl_strategy.memory import estimate_forward, estimate_full
+from profl_strategy.memory.model import estimate_forward, estimate_full
+from profl_strategy.methods.baselines.static_bn import local_statistics, pool_statistics
 from profl_strategy.task.model_key import ModelKey
 
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from profl_strategy.condense import carry_forward, condense_into_output_module
-from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import GlobalModel, Step, StepModel
+from profl_strategy.engine.step import Step
+from profl_strategy.methods.profl.condense import carry_forward, condense_into_output_module
+from profl_strategy.methods.profl.schedule import progressive_steps
+from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 

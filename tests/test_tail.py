@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from profl_strategy.baselines.full_model import FullModel
-from profl_strategy.tail import TailAverage
+from profl_strategy.engine.tail import TailAverage
+from profl_strategy.methods.baselines.full_model import FullModel
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.test_baselines import strategy

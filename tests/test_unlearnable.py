@@ -19,8 +19,8 @@ from flwr.common.logger import FLOWER_LOGGER
 
 from benchmarks.accuracy.runner import RunSpec
 from benchmarks.scale.nodes import outcome
-from profl_strategy.protocol import QUERY_BUDGET, DataSpec
-from profl_strategy.round_failures import (
+from profl_strategy.engine.protocol import QUERY_BUDGET, DataSpec
+from profl_strategy.engine.round_failures import (
     STOP_AFTER_FAILED_ROUNDS,
     NodeErrors,
     errors_once,

@@ -2,7 +2,7 @@
 
 Reads runs that trained every step to its cap with every candidate form logged
 (``benchmarks.accuracy.compare --methods profl-capped``: ``method.em.record=true``, round log
-``em_candidates``; forms in :data:`profl_strategy.movement.CANDIDATES`). For each
+``em_candidates``; forms in :data:`profl_strategy.methods.profl.movement.CANDIDATES`). For each
 form, threshold and patience it finds, per step, the first round the rule would
 have ended the step (not before ``min-rounds-per-step``, nor before ``--min-shares``
 of the step's rounds: ``em-min-share``), and compares the step's
@@ -31,8 +31,8 @@ from statistics import mean
 from typing import Any
 
 from benchmarks.accuracy.run_files import read_results, results_paths
-from profl_strategy.movement import CANDIDATES
-from profl_strategy.step_model import STAGE_GROW, Step
+from profl_strategy.engine.step import STAGE_GROW, Step
+from profl_strategy.methods.profl.movement import CANDIDATES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 # profl-capped: effective movement cannot end a step early (patience longer than any step;
 # a threshold near 0 is not enough: the denoised form reads exactly 0 on noise), so every
 # step runs to its cap, with every candidate form logged (benchmarks/accuracy/em_stops.py);
-# profl-denoised: effective movement net of client-sampling noise (profl_strategy/movement.py);
+# profl-denoised: effective movement net of client-sampling noise
+# (profl_strategy/methods/profl/movement.py);
 # the rest switch one of ProFL's defaults back or off, for the ablations (README).
 # Variants measured before effective movement had a floor (em-min-share, default 0.75
 # since 2026-12-03) pin it to 0, as they ran.

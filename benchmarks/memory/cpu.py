@@ -4,13 +4,13 @@ Each row is what a node's train call does once its data is loaded
 (:func:`client_app.step.fit_step`, :func:`client_app.baselines.fit_width`,
 :func:`client_app.baselines.fit_depth`): build the sub-model from the received
 arrays, train two batches, make the reply's arrays. A fresh process prepares
-itself as a node does (:func:`profl_strategy.runtime.prepare_process`), holds
+itself as a node does (:func:`profl_strategy.memory.runtime.prepare_process`), holds
 the received arrays, then measures the call with
-:class:`profl_strategy.peak.PeakMeter` (resident high-water over the idle
+:class:`profl_strategy.memory.peak.PeakMeter` (resident high-water over the idle
 process). "predicted" is what selection holds the call to: the plan's
-estimate (:func:`~profl_strategy.plans.memory.estimate_plan`), the full
+estimate (:func:`~profl_strategy.memory.plans.memory.estimate_plan`), the full
 model's or the sub-model's, plus the CPU allowance
-(:data:`profl_strategy.runtime.CPU_CALL_ALLOWANCE_MB`), which a node takes off
+(:data:`profl_strategy.memory.runtime.CPU_CALL_ALLOWANCE_MB`), which a node takes off
 its budget with its data (``client_app.node.call_overhead_mb``). The data
 partition is not in a row: it is the node's own, known only there.
 
@@ -52,9 +52,9 @@ SUB_WIDTHS = (0.5, 0.25, 0.125, 0.0625)
 
 def rows(model: str, width: float, batch: int) -> Iterator[str]:
     """Row ids ``model:width:batch:target:plan`` for one configuration."""
-    from profl_strategy.memory import estimate_full
-    from profl_strategy.plans.picker import PlanPicker
-    from profl_strategy.schedule import progressive_steps
+    from profl_strategy.memory.model import estimate_full
+    from profl_strategy.memory.plans.picker import PlanPicker
+    from profl_strategy.methods.profl.schedule import progressive_steps
     from profl_strategy.task.model_key import ModelKey
 
     key = ModelKey(model, 10, MODELS[model], width)
@@ -83,15 +83,16 @@ def measure_row(row: str, threads: int) -> dict:
 
     from client_app.baselines import fit_depth, fit_width
     from client_app.step import fit_step
-    from profl_strategy.baselines.depth import DepthSubModel, depth_need_mb, heads_for
-    from profl_strategy.baselines.width import sub_key
-    from profl_strategy.memory import estimate_full
+    from profl_strategy.engine.step import Step
+    from profl_strategy.memory.model import estimate_full
+    from profl_strategy.memory.peak import PeakMeter
+    from profl_strategy.memory.plans.memory import estimate_plan
+    from profl_strategy.memory.plans.plan import Plan
+    from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
+    from profl_strategy.methods.baselines.depth import DepthSubModel, depth_need_mb, heads_for
+    from profl_strategy.methods.baselines.width import sub_key
+    from profl_strategy.methods.profl.step_model import StepModel
     from profl_strategy.models import build_full_model
-    from profl_strategy.peak import PeakMeter
-    from profl_strategy.plans.memory import estimate_plan
-    from profl_strategy.plans.plan import Plan
-    from profl_strategy.runtime import CPU_CALL_ALLOWANCE_MB, prepare_process, set_policy
-    from profl_strategy.step_model import Step, StepModel
     from profl_strategy.task.model_key import ModelKey
 
     model, width, batch, target, label = row.split(":")

@@ -19,7 +19,7 @@ only torch, so it runs on a GPU machine without Flower.
 
 Phase two prints a Markdown table of every job and one of every method's
 worst job; "model only" subtracts the cuBLAS workspace PyTorch allocates per
-thread (:func:`profl_strategy.memory.cuda_workspace_mb`), the term the memory
+thread (:func:`profl_strategy.memory.model.cuda_workspace_mb`), the term the memory
 model leaves to the device (see ``benchmarks/memory/model_check.py``).
 """
 
@@ -40,13 +40,13 @@ from torch import nn
 from benchmarks.accuracy.run_files import read_results
 from benchmarks.memory.plans import ResetPeakAfterFirst, steady_peak_mb
 from benchmarks.memory.steps import host_batches, new_step_model
-from profl_strategy.baselines.depth import DepthSubModel, depth_loss, heads_for
-from profl_strategy.baselines.width import sub_key
-from profl_strategy.memory import cuda_workspace_mb
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import cuda_workspace_mb
+from profl_strategy.memory.plans.plan import Plan
+from profl_strategy.memory.plans.train import train_with_plan
+from profl_strategy.methods.baselines.depth import DepthSubModel, depth_loss, heads_for
+from profl_strategy.methods.baselines.width import sub_key
 from profl_strategy.models import build_full_model
-from profl_strategy.plans.plan import Plan
-from profl_strategy.plans.train import train_with_plan
-from profl_strategy.step_model import Step
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
@@ -88,7 +88,7 @@ def _run_entry(
 
 def jobs_of_run(method: str, results: dict) -> list[Job]:
     """The distinct jobs of one run's ``results.json``, from its round records."""
-    from profl_strategy.baselines import depth_strategies  # needs Flower: phase one
+    from profl_strategy.methods.baselines import depth_strategies  # needs Flower: phase one
 
     name = str(results["config"]["method"]["strategy"]).rsplit(".", 1)[-1]
     found: Found = {}
@@ -135,11 +135,11 @@ def from_results(results_dir: Path) -> dict:
 
 def planned_jobs(strategy: Any, num_nodes: int, method: str) -> list[Job]:
     """Every job ``strategy`` would send nodes ``0 .. num_nodes-1`` over the whole run."""
-    from profl_strategy.baselines.full_model import FullModel
-    from profl_strategy.baselines.submodel import TieredMethod
-    from profl_strategy.baselines.width_strategies import AllSmall
-    from profl_strategy.plans.picker import PLAIN
-    from profl_strategy.protocol import TRAIN_WIDTH
+    from profl_strategy.engine.protocol import TRAIN_WIDTH
+    from profl_strategy.memory.plans.picker import PLAIN
+    from profl_strategy.methods.baselines.full_model import FullModel
+    from profl_strategy.methods.baselines.submodel import TieredMethod
+    from profl_strategy.methods.baselines.width_strategies import AllSmall
 
     nodes = range(num_nodes)
     found: Found = {}
@@ -169,9 +169,9 @@ def from_preset(preset: str, num_nodes: int, methods: list[str], data_dir: str) 
     from flwr.common.config import parse_config_args
 
     from benchmarks.accuracy.variants import VARIANTS
-    from profl_strategy.budgets import node_budget_mb
-    from profl_strategy.config import compose_config
-    from profl_strategy.factory import build_strategy, server_spec
+    from profl_strategy.engine.budgets import node_budget_mb
+    from profl_strategy.run.config import compose_config
+    from profl_strategy.run.factory import build_strategy, server_spec
 
     out: dict = {"source": f"preset {preset}, {num_nodes} nodes", "runs": []}
     for method in methods:

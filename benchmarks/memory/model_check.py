@@ -4,7 +4,7 @@ Reads a table written by ``python -m benchmarks.memory.plans`` on a GPU (estimat
 and ``torch.cuda.max_memory_allocated`` side by side) and prints, for the
 full model, ProFL's worst step and the worst step with plans, and then for
 every (step, plan) row: estimate, estimate + cuBLAS workspace
-(:func:`profl_strategy.memory.cuda_workspace_mb`), measured, and the error.
+(:func:`profl_strategy.memory.model.cuda_workspace_mb`), measured, and the error.
 No GPU is needed: it re-reads recorded measurements.
 
     python -m benchmarks.memory.model_check \\
@@ -20,7 +20,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from profl_strategy.memory import cuda_workspace_mb
+from profl_strategy.memory.model import cuda_workspace_mb
 
 MODELS = ("resnet", "vgg", "cnn", "vit")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.memory.steps import host_batches, new_step_model
-from profl_strategy.plans.plan import Plan
-from profl_strategy.plans.train import train_with_plan
-from profl_strategy.step_model import STAGE_FULL, Step
+from profl_strategy.engine.step import STAGE_FULL, Step
+from profl_strategy.memory.plans.plan import Plan
+from profl_strategy.memory.plans.train import train_with_plan
 from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import evaluate, train_step
 

@@ -9,7 +9,7 @@ estimated with the memory model; on CUDA it is also measured with
 
 - full model and steps without plans: :func:`benchmarks.memory.steps.measure_cuda`
   (``train_step`` semantics, after a warm-up step);
-- steps with a plan: :func:`profl_strategy.plans.train.train_with_plan` over two
+- steps with a plan: :func:`profl_strategy.memory.plans.train.train_with_plan` over two
   host batches, the peak counted from the second batch on (steady state:
   momentum buffers exist);
 - "runner" is the same runner with the no-change plan, which frees gradients
@@ -36,13 +36,14 @@ import torch
 
 from benchmarks.memory.plan_checks import bn_accuracy, check_cuda_exactness
 from benchmarks.memory.steps import Batches, host_batches, measure_cuda, new_step_model
-from profl_strategy.memory import MB, estimate_full, estimate_step
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import MB, estimate_full, estimate_step
+from profl_strategy.memory.plans.memory import cheapest_plan, choose_plan, estimate_plan
+from profl_strategy.memory.plans.plan import Plan, candidate_plans
+from profl_strategy.memory.plans.train import train_with_plan
+from profl_strategy.methods.profl.schedule import progressive_steps
+from profl_strategy.methods.profl.step_model import StepModel
 from profl_strategy.models import build_full_model
-from profl_strategy.plans.memory import cheapest_plan, choose_plan, estimate_plan
-from profl_strategy.plans.plan import Plan, candidate_plans
-from profl_strategy.plans.train import train_with_plan
-from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import Step, StepModel
 from profl_strategy.task.model_key import ModelKey
 
 

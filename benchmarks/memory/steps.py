@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profl_strategy.memory import MB, estimate_full, estimate_step
+from profl_strategy.engine.step import Step
+from profl_strategy.memory.model import MB, estimate_full, estimate_step
+from profl_strategy.methods.profl.schedule import progressive_steps
+from profl_strategy.methods.profl.step_model import StepModel, block_shapes
 from profl_strategy.models import build_full_model
-from profl_strategy.schedule import progressive_steps
-from profl_strategy.step_model import Step, StepModel, block_shapes
 from profl_strategy.task.model_key import ModelKey
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from profl_strategy.baselines.width import width_model
-from profl_strategy.config import compose_config
-from profl_strategy.factory import model_key
+from profl_strategy.methods.baselines.width import width_model
+from profl_strategy.run.config import compose_config
+from profl_strategy.run.factory import model_key
 from profl_strategy.task.model_key import ModelKey
 
 

@@ -22,8 +22,8 @@ from logging import INFO
 import numpy as np
 from flwr.common import log
 
-from profl_strategy.config import ConfigError
-from profl_strategy.protocol import DataSpec
+from profl_strategy.engine.errors import ConfigError
+from profl_strategy.engine.protocol import DataSpec
 from profl_strategy.task.dataset import (
     DIRICHLET_MIN_PARTITION_SIZE,
     local_partitioner,

@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 
 from client_app.app import budget, train
 from client_app.mods import skip_expired
-from profl_strategy.protocol import Expired
+from profl_strategy.engine.protocol import Expired
 
 # partition id -> fault; the other partitions are honest. The simulation engine
 # hands a round's messages to its actor in partition order, so the node that
