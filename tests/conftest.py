@@ -50,6 +50,19 @@ def task_identity() -> Iterator[type[TaskIdentity]]:
 
 
 @pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh ``PROFL_CACHE_DIR`` for one test module: decoded data never lands in ``~``."""
+    from profl_strategy.task import dataset
+
+    folder = tmp_path_factory.mktemp("profl-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROFL_CACHE_DIR", str(folder))
+        dataset.clear_caches()
+        yield folder
+        dataset.clear_caches()
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny models gain nothing from threads; on shared CPUs extra threads only spin."""
     threads = torch.get_num_threads()

@@ -3,15 +3,14 @@
 They read the offline data in ``shared/data`` (or ``$PROFL_DATA_DIR``) and never
 download anything: hub code paths run against an in-memory fake of
 ``datasets.load_dataset``; with the Hugging Face libraries forced offline, in a fresh
-process: ``tests/integration/test_dataset_offline_hub.py``.
+process: ``tests/integration/test_dataset_offline_hub.py``. The whole CIFAR-10 train
+split, decoded and checked against its index: ``tests/integration/test_dataset_cifar10.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -24,29 +23,22 @@ from profl_strategy.models.cnn import CNNSpec
 from profl_strategy.task import dataset as ds
 from profl_strategy.task import dataset_info
 from profl_strategy.task import partition_cache as pc
-from profl_strategy.task.local_data import CIFAR10_CLASSES, CIFAR10_FOLDER, cache_dir, split_files
+from profl_strategy.task.local_data import CIFAR10_FOLDER, cache_dir, split_files
 from tests.support.paths import shared_data
 
 DATA_DIR = shared_data()
 DATA = str(DATA_DIR)
 
-pytestmark = pytest.mark.skipif(
-    not (DATA_DIR / "FashionMNIST" / "raw").is_dir() or not (DATA_DIR / CIFAR10_FOLDER).is_dir(),
-    reason=f"offline data not found in {DATA_DIR} (set PROFL_DATA_DIR)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (DATA_DIR / "FashionMNIST" / "raw").is_dir()
+        or not (DATA_DIR / CIFAR10_FOLDER).is_dir(),
+        reason=f"offline data not found in {DATA_DIR} (set PROFL_DATA_DIR)",
+    ),
+    pytest.mark.usefixtures("isolated_cache"),  # decoded CIFAR-10 in a fresh cache, never in ~
+]
 
 NUM_PARTITIONS = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Decode CIFAR-10 into a fresh cache once per test module, never into ~."""
-    folder = tmp_path_factory.mktemp("profl-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROFL_CACHE_DIR", str(folder))
-        ds.clear_caches()
-        yield folder
-        ds.clear_caches()
 
 
 @pytest.fixture
@@ -252,23 +244,6 @@ def test_test_split_sizes(name: str, shape: tuple[int, int, int]) -> None:
     assert images.shape == (10000, *shape) and images.dtype == np.uint8
     assert labels.shape == (10000,) and labels.dtype == np.int64
     assert set(np.unique(labels)) == set(range(10))
-
-
-def test_cifar10_images_and_labels_match_index() -> None:
-    images, labels = ds._local_full("cifar10", "train", DATA)
-    assert images.shape == (50000, 32, 32, 3) and images.dtype == np.uint8
-    with open(DATA_DIR / CIFAR10_FOLDER / "train_index.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for i in (0, 1, 2, 12345, 49999):
-        row = rows[i]
-        assert int(row["orig_index"]) == i
-        assert labels[i] == int(row["label"])
-        assert f"/{CIFAR10_CLASSES[labels[i]]}/" in row["path"]
-    assert images.std() > 40  # real pictures, not an empty buffer
-    part_x, part_y = ds.load_partition(
-        "cifar10", 0, 5, partitioner="iid", alpha=1.0, shards_per_partition=2, seed=0, data_dir=DATA
-    )
-    assert part_x.shape == (10000, 32, 32, 3) and len(part_y) == 10000
 
 
 def test_cifar10_decoded_arrays_are_cached() -> None:
