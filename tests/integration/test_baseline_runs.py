@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
-def baseline_grid(task_identity: object) -> None:
+def baseline_grid(task_identity: None) -> None:
     """InProcessGrid routes the baselines' message types to their handlers."""
     assert inprocess_grid.HANDLERS[TRAIN_WIDTH] is train_width
     assert inprocess_grid.HANDLERS[TRAIN_DEPTH] is train_depth

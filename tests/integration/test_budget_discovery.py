@@ -38,7 +38,7 @@ class CountingGrid(InProcessGrid):
 
 
 @pytest.fixture
-def no_data_term(task_identity: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def no_data_term(task_identity: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """These nodes have no data (the budget bookkeeping is under test): no data term, and
     budgets read as typed. tests/integration/test_client.py covers the node's data and
     runtime terms."""
@@ -158,9 +158,8 @@ def test_run_goes_on_without_a_nan_node(
     assert grid.queries[3] == 1 + summary["rounds"] // REASK_LEFT_OUT_ROUNDS
 
 
-def test_memory_unaware_profl_with_plans_is_never_refused(
-    data_dir: Path, tmp_path: Path, task_identity: object
-) -> None:
+@pytest.mark.usefixtures("task_identity")
+def test_memory_unaware_profl_with_plans_is_never_refused(data_dir: Path, tmp_path: Path) -> None:
     """Without budgets (the upper bound) each order's estimate is the one the node makes."""
     # 5 MB: above the data and runtime terms (3.7 MB), below every step's need
     nodes = [{"partition-id": i, "num-partitions": 300, "memory-mb": 5.0} for i in range(3)]

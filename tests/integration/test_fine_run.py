@@ -18,12 +18,9 @@ NODES = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
 
 # channels-last: oneDNN takes other kernels (1x1 and strided convolutions, backward too)
 @pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.usefixtures("task_identity")
 def test_profl_trains_every_block_of_resnet18_fine(
-    data_dir: Path,
-    tmp_path: Path,
-    channels_last: bool,
-    monkeypatch: pytest.MonkeyPatch,
-    task_identity: object,
+    data_dir: Path, tmp_path: Path, channels_last: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layouts: set[bool] = set()  # what the clients' and the test split's loaders were asked
 

@@ -130,8 +130,9 @@ def test_client_app_import_and_budget_query_stay_light() -> None:
     assert seen["after_budget"] == [], "imported to answer a budget query"
 
 
+@pytest.mark.usefixtures("task_identity")
 def test_train_message_reads_a_cached_partition_without_the_data_stack(
-    data_dir: Path, tmp_path: Path, task_identity: object
+    data_dir: Path, tmp_path: Path
 ) -> None:
     """Train messages for one node, each in a fresh process, as a SuperNode runs them."""
     message_file = tmp_path / "train.pb"

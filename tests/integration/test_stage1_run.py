@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from profl_strategy.step_model import STAGE_CONDENSE
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.support.runs import config, read_rounds
 
 
-def test_profl_run_with_the_authors_stage_1(
-    data_dir: Path, tmp_path: Path, task_identity: object
-) -> None:
+@pytest.mark.usefixtures("task_identity")
+def test_profl_run_with_the_authors_stage_1(data_dir: Path, tmp_path: Path) -> None:
     nodes = [{"partition-id": i, "num-partitions": 60} for i in range(6)]
     run = config(
         data_dir,

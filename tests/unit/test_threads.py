@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
 
@@ -16,7 +17,8 @@ def test_thread_count_follows_omp_num_threads_else_the_usable_cpus(monkeypatch) 
     assert threads == mods.usable_cpus() >= 1 and why == "usable CPUs"
 
 
-def test_pin_threads_sets_torch_before_the_handler_runs(monkeypatch, task_identity) -> None:
+@pytest.mark.usefixtures("task_identity")
+def test_pin_threads_sets_torch_before_the_handler_runs(monkeypatch) -> None:
     before = torch.get_num_threads()
     monkeypatch.setattr(mods, "torch_threads", lambda: (1, "test"))
     seen: list[int] = []
