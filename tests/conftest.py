@@ -3,9 +3,10 @@
 The tests come in three layers, each a folder (``docs/development.md``):
 
 - ``tests/unit``: one process, no Flower engine run, no subprocess; the layer runs in
-  under a minute.
+  about a minute.
 - ``tests/integration``: the real strategy and ClientApp over the in-process engine,
-  ClientApp handlers on real data, memory measured in fresh processes.
+  ClientApp handlers and flwr-datasets' partitioners on real data, memory measured in
+  fresh processes.
 - ``tests/e2e``: ``flwr run`` simulations, a deployment with SuperLink and SuperNodes,
   the wheel and the FAB, a run killed and resumed.
 
