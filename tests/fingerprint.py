@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from flwr.supercore.task_identity import TaskIdentity
 
 from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
+from tests.support.flower import set_task_identity
 
 METHODS = {  # name: (conf/method, more run-config)
     "profl": ("profl", {}),
@@ -60,7 +60,7 @@ def fingerprint(method: str, data_dir: str) -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    set_task_identity()
     data_dir, out = sys.argv[1], Path(sys.argv[2])
     found = {}
     for method in METHODS:

@@ -1,6 +1,6 @@
 """A ClientApp that wraps this app's real handlers and misbehaves on some partitions.
 
-Copied into a throw-away copy of the app by ``tests/test_faults_simulation.py``
+Copied into a throw-away copy of the app by ``tests/e2e/test_faults_simulation.py``
 and named as its ``clientapp``, so a real Ray simulation meets crashing, slow,
 timed-out and lying clients. Never part of the shipped app.
 

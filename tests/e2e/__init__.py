@@ -1,0 +1,1 @@
+"""End-to-end tests: flwr run, a deployment, the wheel and FAB, kill and resume."""

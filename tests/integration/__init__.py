@@ -1,0 +1,1 @@
+"""Integration tests: the in-process engine, ClientApp handlers on data, fresh processes."""

@@ -1,0 +1,40 @@
+"""The real hub code path, with the Hugging Face libraries forced offline, fails fast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.paths import REPO
+
+
+def test_offline_hub_raises_runtime_error(tmp_path: Path) -> None:
+    """The real hub path with HF forced offline fails fast with the advice."""
+    code = (
+        "from profl_strategy.task import dataset as ds\n"
+        "try:\n"
+        "    ds.load_partition('mnist', 0, 2, partitioner='iid', alpha=1.0,\n"
+        "                      shards_per_partition=2, seed=0, data_dir='')\n"
+        "except RuntimeError as err:\n"
+        "    print('RAISED', err)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert "RAISED" in result.stdout, result.stderr[-2000:]
+    assert "data-dir" in result.stdout
