@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO as ROOT
+
 ENGINE = ROOT / "profl_strategy" / "engine"
 FORBIDDEN = ("profl_strategy.methods", "profl_strategy.run")
 

@@ -3,14 +3,13 @@ the docs read must not drift from that declaration."""
 
 import re
 import tomllib
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from profl_strategy.run.config import CONF_DIR, compose_config
 from profl_strategy.run.config_keys import KEYS, RUN_CONFIG_KEYS, markdown_table, pyproject_block
+from tests.support.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAD = "[tool.flwr.app.config]\n"
 
 
