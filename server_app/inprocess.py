@@ -10,7 +10,7 @@ its nodes' training, as in a simulation with one actor.
 
 :func:`simulate` (``python -m server_app.inprocess``) is ``flwr run``'s simulation in
 this process: the same nodes (partition ``i`` of ``N``), so the same selection,
-training and ``results.json`` (``tests/test_simulation.py``), without Ray's start-up
+training and ``results.json`` (``tests/e2e/test_simulation.py``), without Ray's start-up
 and message passing. ``benchmarks.accuracy.compare --engine inprocess`` runs on it.
 """
 

@@ -5,7 +5,7 @@ The lent GPU machine has torch but no Flower simulation engine. This script runs
 (the app's own ClientApp, mods included, one node at a time on the one GPU), each
 method time-boxed, and then measures the CUDA peaks of the fine splits with and
 without plans (:mod:`benchmarks.memory.plans`). On a CPU box the same script runs end to
-end on a tiny setting (``tests/test_paper_gpu.py``). Example, on the GPU machine::
+end on a tiny setting (``tests/integration/test_paper_gpu.py``). Example, on the GPU machine::
 
     python -m benchmarks.accuracy.paper_gpu --preset paper_cifar10_resnet18 \\
         --methods profl,fedavg --minutes 3 --data-dir gpu_data --out $OUT \\

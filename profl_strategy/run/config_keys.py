@@ -7,7 +7,7 @@ it. The validation (:mod:`profl_strategy.run.config`), the key -> Hydra path map
 and the README's key table all come from :data:`KEYS`. Flower reads ``pyproject.toml``
 before any of this code runs, so that block cannot be generated at run time: it is
 printed here (``python -m profl_strategy.run.config_keys --pyproject``) and
-``tests/test_config_keys.py`` fails when the file drifts from it.
+``tests/unit/test_config_keys.py`` fails when the file drifts from it.
 
 Every key is ``""`` in ``pyproject.toml`` except ``preset``: empty means "what the preset
 says", so a preset (``conf/experiment/``) can supply any key and the defaults live in

@@ -12,7 +12,7 @@ The crops and flips are torchvision's: :class:`CropFlip` draws exactly what
 from torch's global RNG (top, left, then the flip), image by image in batch
 order, and the batches come out with the same values and the same memory layout
 as the per-image transforms gave: a seeded run trains on the same tensors, to the
-bit (``tests/test_images.py`` checks it against torchvision).
+bit (``tests/unit/test_images.py`` checks it against torchvision).
 """
 
 from __future__ import annotations

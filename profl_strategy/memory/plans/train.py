@@ -14,7 +14,7 @@ Micro-batches
     BatchNorm is the exception. A trainable BatchNorm in training mode
     normalises each chunk with that chunk's mean and variance, and its backward
     couples only the samples of a chunk, so the gradient differs from the
-    full-batch one ("ghost batch norm"; measured in ``tests/test_plans.py``:
+    full-batch one ("ghost batch norm"; measured in ``tests/unit/test_plans.py``:
     see the report there). Its *running* statistics, however, would be
     updated once per chunk with chunk statistics, i.e. more often and with a
     higher-variance estimate; instead :class:`FullBatchNormStats` turns the
