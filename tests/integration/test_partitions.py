@@ -15,6 +15,7 @@ import pytest
 
 from profl_strategy.task import dataset as ds
 from profl_strategy.task import partition_cache as pc
+from tests.support.partitions import NUM_PARTITIONS, SPLIT
 from tests.support.paths import shared_data
 
 DATA_DIR = shared_data()
@@ -27,8 +28,6 @@ pytestmark = [
     ),
     pytest.mark.usefixtures("isolated_cache"),  # partitions in a fresh cache, never in ~
 ]
-
-NUM_PARTITIONS = 10
 
 
 def _rows(kind: str, seed: int, *, alpha: float = 0.3) -> list[np.ndarray]:
@@ -82,16 +81,6 @@ def test_load_partition_matches_rows() -> None:
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(images, full_x[rows])
     np.testing.assert_array_equal(labels, full_y[rows])
-
-
-# One node's partition: the arguments of load_partition after the dataset, id and count.
-SPLIT: dict = {
-    "partitioner": "dirichlet",
-    "alpha": 0.3,
-    "shards_per_partition": 2,
-    "seed": 0,
-    "data_dir": DATA,
-}
 
 
 def _uncached(**split: object) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from profl_strategy.task import dataset as ds
 from profl_strategy.task import dataset_info
 from profl_strategy.task import partition_cache as pc
 from profl_strategy.task.local_data import CIFAR10_FOLDER, cache_dir, split_files
+from tests.support.partitions import NUM_PARTITIONS, SPLIT
 from tests.support.paths import shared_data
 
 DATA_DIR = shared_data()
@@ -39,16 +40,6 @@ pytestmark = [
     ),
     pytest.mark.usefixtures("isolated_cache"),  # decoded CIFAR-10 in a fresh cache, never in ~
 ]
-
-NUM_PARTITIONS = 10
-# One node's partition: the arguments of load_partition after the dataset, id and count.
-SPLIT: dict = {
-    "partitioner": "dirichlet",
-    "alpha": 0.3,
-    "shards_per_partition": 2,
-    "seed": 0,
-    "data_dir": DATA,
-}
 
 
 @pytest.fixture
