@@ -43,11 +43,12 @@ def fit_width(
 ) -> tuple[float, int, ArrayRecord]:
     """Train the whole model of ``key`` (a width sub-model) from ``arrays``; with ``mask``,
     the classifier only scores those classes. What a ``train.width`` call does once its
-    data is loaded."""
+    data is loaded. ``arrays`` are consumed as they load, as in
+    :func:`client_app.step.fit_step`."""
     from profl_strategy.methods.baselines.width import LabelMasked
 
     model = build_full_model(key.spec())
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     trained = LabelMasked(model, mask, key.num_classes) if mask is not None else model
     loss, seen = train_step(trained, loader, **hyper)  # type: ignore[arg-type]
     return loss, seen, _arrays(model)
@@ -64,7 +65,7 @@ def fit_depth(
 ) -> tuple[float, int, ArrayRecord]:
     """Train blocks ``0 .. depth-1`` and ``heads`` from ``arrays`` (a ``train.depth`` call)."""
     model = DepthSubModel(key.spec(), depth, heads)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     loss, seen = train_step(
         model,
         loader,  # type: ignore[arg-type]
@@ -137,7 +138,7 @@ class BNStatisticsJob(Job[BNStatsQuery]):
 
     def run(self, local: Local) -> Done:
         model = build_full_model(self.order.run.model.spec())
-        model.load_state_dict(self.arrays.to_torch_state_dict())
+        model.load_state_dict(self.arrays.to_torch_state_dict(keep_input=False))
         stats = local_statistics(model, loader_images(local.loader), local.device)
         return Done(ArrayRecord({k: torch.from_numpy(v) for k, v in stats.items()}))
 

@@ -54,9 +54,12 @@ def fit_step(
 ) -> tuple[float, int, ArrayRecord]:
     """Build ``step``'s model from ``arrays``, train it under ``plan``; mean loss, examples
     seen and the trained arrays. What a train call does once its data is loaded
-    (``benchmarks.memory.cpu`` measures exactly this)."""
+    (``benchmarks.memory.cpu`` measures exactly this).
+
+    ``arrays`` are consumed as they load (each is popped from the message's record),
+    so the call does not hold a second copy of the state while it trains."""
     model = StepModel.of(key, step)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     if plan is None or plan == Plan():
         loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))  # type: ignore[arg-type]
     else:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.config import parse_config_args
 from flwr.serverapp import Grid
@@ -40,6 +40,12 @@ def load_component(name: str = "clientapp", project: Path = PROJECT) -> ClientAp
     ref = config["tool"]["flwr"]["app"]["components"][name]
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def own_copy(array: Array) -> Array:
+    """``array`` with bytes of its own, as a node receives it over the wire."""
+    return Array(dtype=array.dtype, shape=array.shape, stype=array.stype,
+                 data=bytes(bytearray(array.data)))  # fmt: skip
 
 
 class InProcessGrid(Grid):
@@ -91,10 +97,18 @@ class InProcessGrid(Grid):
         if self.clientapp is None:
             self.clientapp = load_component()
         context = self.contexts[msg.metadata.dst_node_id]
+        # A transport hands each node its own arrays, which its train call consumes as it
+        # loads them; the server's records (shared by a round's messages) stay whole.
+        sent = dict(msg.content.array_records)
+        for name, record in sent.items():
+            msg.content[name] = ArrayRecord({k: own_copy(a) for k, a in record.items()})
         try:
             return self.clientapp(msg, context)
         except Exception as err:  # noqa: BLE001 - becomes an error reply, as in Flower
             return Message(Error(code=2, reason=repr(err)), reply_to=msg)
+        finally:
+            for name, record in sent.items():
+                msg.content[name] = record
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -25,6 +25,8 @@ not offered to CPU nodes and have no rows.
     python -m benchmarks.memory.cpu --models cnn --widths 0.25,1 --batches 16,64 \\
         --out benchmarks/results/cpu_memory/rows.jsonl --shard 0/4 --jobs 2
     python -m benchmarks.memory.cpu --table benchmarks/results/cpu_memory/rows.jsonl
+    python -m benchmarks.memory.cpu --models resnet18 --widths 1 --batches 64 --plans-for 0.3 \\
+        --out benchmarks/results/cpu_memory/plans30.jsonl  # the headline's plan rows
     python -m benchmarks.memory.cpu --rows-from benchmarks/results/cpu_memory/rows.jsonl \\
         --shard 0/4 --out benchmarks/results/cpu_memory/rows_again.jsonl
 
@@ -72,6 +74,48 @@ def rows(model: str, width: float, batch: int) -> Iterator[str]:
         picked = [f[0] for b in budgets if (f := picker.fit(step, b, "cpu")) is not None]
         for label in dict.fromkeys(singles + picked):
             yield f"{head}:s{step.stage}b{step.block}:{label}"
+
+
+def plan_rows(model: str, width: float, batch: int, fraction: float) -> Iterator[str]:
+    """The full model, then every step with the plan a CPU node gets at ``fraction`` of
+    full training's predicted peak (the fastest that fits, else the cheapest CPU plan)."""
+    from profl_strategy.memory.model import estimate_full
+    from profl_strategy.memory.plans.memory import cheapest_plan
+    from profl_strategy.memory.plans.picker import PlanPicker
+    from profl_strategy.methods.profl.schedule import progressive_steps
+    from profl_strategy.task.model_key import ModelKey
+
+    key = ModelKey(model, 10, MODELS[model], width)
+    picker = PlanPicker(key, batch, "exact", 4)
+    budget = fraction * estimate_full(key, batch).total_mb
+    head = f"{model}:{width:g}:{batch}"
+    yield f"{head}:full:plain"
+    for step in progressive_steps(key.spec().num_blocks):
+        fit = picker.fit(step, budget, "cpu")
+        label = fit[0] if fit else cheapest_plan(key, step, batch, picker.on_cpu)[0].label()
+        yield f"{head}:s{step.stage}b{step.block}:{label}"
+
+
+def reductions(path: Path) -> str:
+    """Markdown: per model, width and batch, the worst measured step against full training."""
+    done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[str, dict[str, dict]] = {}
+    for r in done:
+        if "error" not in r:
+            head, _, target = r["row"].rpartition(":")[0].rpartition(":")
+            groups.setdefault(head, {})[target + ":" + r["row"].rsplit(":", 1)[1]] = r
+    lines = ["| configuration | full training (measured MB) | worst step (measured MB) | "
+             "reduction |", "|---|---|---|---|"]  # fmt: skip
+    for head, got in groups.items():
+        full = next((r for t, r in got.items() if t.startswith("full:")), None)
+        steps = {t: r for t, r in got.items() if t.startswith("s")}
+        if full is None or not steps:
+            continue
+        t, worst = max(steps.items(), key=lambda kv: kv[1]["measured_mb"])
+        cut = 100 * (worst["measured_mb"] / full["measured_mb"] - 1)
+        lines.append(f"| {head} | {full['measured_mb']:.1f} | {worst['measured_mb']:.1f} ({t}) "
+                     f"| {cut:+.1f}% |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def measure_row(row: str, threads: int) -> dict:
@@ -201,25 +245,29 @@ def main() -> None:
     ap.add_argument("--rows-from", type=Path,
                     help="measure the rows of an earlier rows file")  # fmt: skip
     ap.add_argument("--row", help=argparse.SUPPRESS)
+    ap.add_argument("--plans-for", type=float, default=0.0,
+                    help="instead of the grid: the full model and each step with the plan a "
+                    "CPU node gets at this fraction of full training's peak")  # fmt: skip
     ap.add_argument("--table", type=Path, help="print the table of a rows file and stop")
     args = ap.parse_args()
     if args.row:
         print(json.dumps(measure_row(args.row, args.threads)))
         return
     if args.table:
-        print(table(args.table))
+        print(table(args.table) + "\n\n" + reductions(args.table))
         return
     i, n = (int(v) for v in args.shard.split("/"))
     if args.rows_from:
         lines = args.rows_from.read_text().splitlines()
         todo = [json.loads(line)["row"] for line in lines if line.strip()][i::n]
     else:  # listing prices every plan the picker hands out: minutes for the large models
+        listed = (lambda m, w, b: plan_rows(m, w, b, args.plans_for)) if args.plans_for else rows
         todo = [
             r
             for m in args.models.split(",")
             for w in args.widths.split(",")
             for b in args.batches.split(",")
-            for r in rows(m, float(w), int(b))
+            for r in listed(m, float(w), int(b))
         ][i::n]
     todo = [r for r in todo if re.search(args.only, r)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +284,7 @@ def main() -> None:
                 f"{result['predicted_mb']:.2f} predicted, {result['measured_mb']:.2f} measured"
             )
             print(f"[{k + 1}/{len(todo)}] {result['row']}: {shown}", flush=True)
-    print(table(args.out))
+    print(table(args.out) + "\n\n" + reductions(args.out))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Peak memory of a training call, from the training code itself run on tiny batches.
 
-A call holds, for its whole length, the model's weights and buffers and the
-received arrays (the message keeps them). On top comes the largest of three
-phases that do not overlap:
+A call holds, for its whole length, the model's weights and buffers. On top
+comes the largest of three phases that do not overlap:
 
-- **load**: the received state as tensors, while it is copied into the model;
+- **load**: the received arrays, popped from the message one by one as they
+  become tensors and are copied into the model (the message's copy of the
+  state and the tensors' together are one state, plus the array being
+  converted); after it the call holds no second copy of the state;
 - **train**: the input batch plus every tensor the training loop allocates
   (activations saved for backward, backward's temporaries, gradients, the
   optimiser's state and its update temporaries), traced after every op
@@ -66,7 +68,7 @@ class MemoryEstimate:
     phase (the phases do not overlap)."""
 
     resident_mb: float  # the model's weights and buffers on the device
-    message_mb: float  # the received arrays, held through the call
+    message_mb: float  # received arrays held through the whole call (0: freed as loaded)
     phases: tuple[tuple[str, float], ...]  # (name, MB) of each phase, e.g. load, train, reply
 
     @property
@@ -227,18 +229,22 @@ def estimate_call(
     peak, after = got
     convolutions = (_nbytes([p]) for p in model.parameters() if p.dim() == 4)
     operand = max([largest_activation, *convolutions])
-    held = _nbytes([*model.parameters(), *model.buffers()])
+    state = [*model.parameters(), *model.buffers()]
+    held = _nbytes(state)
     trainable = [p for p in model.parameters() if p.requires_grad]
     largest = max((_nbytes([p]) for p in trainable), default=0)
+    # Loading pops each received array as it becomes a tensor: the message's bytes and
+    # the tensors add up to one state, plus the array being converted.
+    load = held + max((_nbytes([t]) for t in state), default=0)
     # The reply's arrays (trainable weights and every buffer), and np.save's buffer and
     # its copy of the largest one while it is serialised.
     reply = _nbytes(trainable) + _nbytes(list(model.buffers())) + 2 * largest
     inputs = batch_size * (4 * math.prod(input_shape) + 8)  # float32 images, int64 labels
     return MemoryEstimate(
         resident_mb=held / MB,
-        message_mb=held / MB,
+        message_mb=0.0,
         phases=(
-            ("load", held / MB),
+            ("load", load / MB),
             ("train", (inputs + peak + LIBRARY_SCRATCH * operand) / MB),
             ("reply", (after + reply) / MB),
         ),
