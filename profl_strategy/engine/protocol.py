@@ -80,7 +80,11 @@ def unflatten(cls: type, rec: dict[str, Any] | ConfigRecord, prefix: str = "") -
 # ---- the run --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data a node trains on, and how the dataset is split into partitions."""
+    """Which data a node trains on, and how the dataset is split into partitions.
+
+    ``val_fraction`` of the train split is the server's validation split: every node
+    leaves those rows out before partitioning (0: none held out).
+    """
 
     dataset: str
     data_dir: str
@@ -88,6 +92,7 @@ class DataSpec:
     alpha: float
     shards_per_partition: int
     subsample: float = 1.0
+    val_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
