@@ -62,6 +62,11 @@ def summary_lines(summary: Mapping[str, Any], results_path: str) -> list[str]:
         f"final test accuracy {summary['final_accuracy']:.4f} (seed {summary['seed']}, "
         f"{summary['rounds']} rounds, {clock(summary.get('wall_s'))})"
     ]
+    if summary.get("val_accuracy") is not None:
+        lines.append(
+            f"  validation accuracy {summary['val_accuracy']:.4f} (the training rows held out "
+            "of every partition: choose settings on it, not on test)"
+        )
     if summary.get("final_accuracy_last_round") is not None:
         lines.append(
             f"  mean of the last {summary['final_average_rounds']} rounds' models; "
