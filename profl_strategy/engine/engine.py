@@ -75,7 +75,7 @@ class Engine(FedAvg):
         Seeds node sampling and the initial model.
     memory_aware : bool
         Select only nodes whose budget holds their order. False gives the
-        unconstrained upper bounds (nodes then skip their own check).
+        references that ignore memory (nodes then skip their own check).
     min_replies : int
         Usable replies a round needs; with fewer, the model is left unchanged
         and the round does not count towards the step.

@@ -144,7 +144,7 @@ class Order:
 
     The node recomputes ``need_mb`` with its own memory model and refuses the
     order if the two disagree (a node on other code) or if it exceeds its budget
-    (unless ``enforce_budget`` is off: the memory-unaware upper bounds).
+    (unless ``enforce_budget`` is off: the references that ignore memory).
     """
 
     message_type: ClassVar[str] = ""
