@@ -119,8 +119,9 @@ def _refuse(data: DataSpec, nodes: int, rows: int, why: str) -> None:
         "shards": "use partitioner='iid' or fewer shards a node "
         "(overrides='data.shards_per_partition=1'), or fewer nodes",
     }.get(data.partitioner, "use fewer nodes")
+    held = f" left by val-fraction={data.val_fraction:g}" if data.val_fraction else ""
     raise UnsplittableDataError(
-        f"{what} cannot split the {rows:,} training samples of '{data.dataset}' into "
+        f"{what} cannot split the {rows:,} training samples{held} of '{data.dataset}' into "
         f"{nodes:,} partitions, one per SuperNode: {why}. Every node would fail to load "
         f"its data in every round, so the run stops before training. To fix it, {fixes} "
         "(num-supernodes in --federation-config in simulation)."
