@@ -223,7 +223,8 @@ def refusal(
 
 def _partition(run: RunSpec, context: Context) -> tuple[np.ndarray, np.ndarray, int, int]:
     """This node's training images and labels (subsampled), its partition id, and the
-    bytes of the whole partition as read. A ``data-dir`` in the node's config wins."""
+    bytes of the whole partition as read. A ``data-dir`` in the node's config wins; the
+    server's validation rows (``run.data.val_fraction``) are never in it."""
     # Imported here: the data stack (datasets, pyarrow, pandas, flwr-datasets,
     # torchvision) takes seconds, and a deployed ClientApp starts a fresh
     # process for every message, budget queries included.
@@ -240,6 +241,7 @@ def _partition(run: RunSpec, context: Context) -> tuple[np.ndarray, np.ndarray, 
         shards_per_partition=data.shards_per_partition,
         seed=seed,
         data_dir=str(node.get("data-dir", data.data_dir)),
+        val_fraction=data.val_fraction,
     )
     read = images.nbytes + labels.nbytes
     if data.subsample < 1:
@@ -312,7 +314,8 @@ def _cached_partition(run: RunSpec, context: Context) -> tuple[np.ndarray, int] 
     pid, n = int(node["partition-id"]), int(node["num-partitions"])
     part = Partition(data.dataset, pid, n, partitioner=data.partitioner, alpha=data.alpha,
                      shards_per_partition=data.shards_per_partition, seed=run.seed,
-                     data_dir=str(node.get("data-dir", data.data_dir)))  # fmt: skip
+                     data_dir=str(node.get("data-dir", data.data_dir)),
+                     val_fraction=data.val_fraction)  # fmt: skip
     c, h, w = get_info(data.dataset).input_shape
     found = read_partition(cache_files(part), (h, w, c))
     if found is None:

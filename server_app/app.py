@@ -20,7 +20,7 @@ from profl_strategy.engine.protocol import RunSpec
 from profl_strategy.run.config import compose_config, key_sources, source_lines
 from profl_strategy.run.factory import build_strategy, server_spec
 from profl_strategy.run.server_spec import ServerSpec
-from profl_strategy.task.evaluate import TestSetEvaluator
+from profl_strategy.task.evaluate import HeldOutEvaluator
 from server_app.local_superlink import startup_notes
 from server_app.polling import PollingGrid
 from server_app.results import RunRecorder
@@ -43,16 +43,18 @@ def main(grid: Grid, context: Context) -> None:
     run_profl(PollingGrid(grid), dict(context.run_config))
 
 
-def test_set_evaluator(spec: ServerSpec) -> TestSetEvaluator:
-    """The held-out test split, loaded before training: a bad data-dir stops the run here."""
+def held_out_evaluator(spec: ServerSpec) -> HeldOutEvaluator:
+    """The test split and the validation split, loaded before training: a bad data-dir
+    stops the run here."""
     data = spec.run.data
     try:
-        return TestSetEvaluator(
+        evaluator = HeldOutEvaluator(
             data.dataset,
             data.data_dir,
             spec.seed,
             spec.eval.batch_size,
             spec.eval.test_size,
+            val_fraction=data.val_fraction,
             channels_last=spec.run.train.channels_last,
         )
     except (FileNotFoundError, ValueError) as err:
@@ -61,6 +63,11 @@ def test_set_evaluator(spec: ServerSpec) -> TestSetEvaluator:
         raise ConfigError(
             f"'data-dir' = {data.data_dir!r} does not hold dataset '{data.dataset}': {err}"
         ) from err
+    if evaluator.val_examples:
+        log(INFO, "validation split: %d training samples held out of every partition "
+            "(val-fraction %g); settings are chosen on it, test accuracy is only reported",
+            evaluator.val_examples, data.val_fraction)  # fmt: skip
+    return evaluator
 
 
 def run_dir_of(spec: ServerSpec | DictConfig) -> Path:
@@ -101,7 +108,7 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
     for line in source_lines(sources, str(run_config.get("preset", "") or "")):
         log(INFO, line)
     run = spec.run
-    evaluator = test_set_evaluator(spec)
+    evaluator = held_out_evaluator(spec)
     config_hash = fingerprint(spec.config)
     resume = spec.resume_path()
     resumed = checkpoint.load(resume, config_hash) if resume is not None else None
@@ -139,12 +146,18 @@ def run_profl(grid: Grid, run_config: dict, deadline: float | None = None) -> di
 def summarize(
     strategy: Engine, result: Result, final: dict[str, float], run: RunSpec, seed: int
 ) -> dict:
-    """``results.json``'s summary: final score, what happened, and the method's memory."""
+    """``results.json``'s summary: final scores, what happened, and the method's memory.
+
+    ``val_accuracy`` and ``val_loss`` are the delivered model's on the whole validation
+    split (None without one): what a choice between settings reads.
+    """
     history, memory = strategy.history, strategy.memory_summary()
     worst = float(memory["worst_peak_mb_est"] or run.full_peak_mb)
     return {
         "final_accuracy": final["accuracy"],
         "final_loss": final["loss"],
+        "val_accuracy": final.get("val_accuracy"),
+        "val_loss": final.get("val_loss"),
         "seed": seed,
         "rounds": strategy.server_round,
         "schedule_done": strategy.schedule.done,

@@ -62,6 +62,11 @@ def summary_lines(summary: Mapping[str, Any], results_path: str) -> list[str]:
         f"final test accuracy {summary['final_accuracy']:.4f} (seed {summary['seed']}, "
         f"{summary['rounds']} rounds, {clock(summary.get('wall_s'))})"
     ]
+    if summary.get("val_accuracy") is not None:
+        lines.append(
+            f"  validation accuracy {summary['val_accuracy']:.4f} (the training rows held out "
+            "of every partition: choose settings on it, not on test)"
+        )
     if summary.get("final_accuracy_last_round") is not None:
         lines.append(
             f"  mean of the last {summary['final_average_rounds']} rounds' models; "
@@ -91,7 +96,8 @@ def summary_lines(summary: Mapping[str, Any], results_path: str) -> list[str]:
 
 
 def plot_run(path: Path, rounds: list[Mapping[str, Any]]) -> Path | None:
-    """Test accuracy per round with the step changes marked; None without matplotlib."""
+    """Test (and validation) accuracy per round with the step changes marked; None without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -103,12 +109,16 @@ def plot_run(path: Path, rounds: list[Mapping[str, Any]]) -> Path | None:
     if not scored:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*scored, strict=True), marker=".", lw=1)
+    ax.plot(*zip(*scored, strict=True), marker=".", lw=1, label="test")
+    val = [(r["round"], r["val_accuracy"]) for r in rounds if r.get("val_accuracy") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), lw=1, ls="--", label="validation")
+        ax.legend(fontsize=8, loc="lower right")
     for r in rounds:
         if "transition" in r:
             ax.axvline(r["round"] + 0.5, color="grey", lw=0.5, ls=":")
-    ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1))
-    ax.set_title("test accuracy per round (dotted: a step ended)", fontsize=9)
+    ax.set(xlabel="round", ylabel="accuracy", ylim=(0, 1))
+    ax.set_title("accuracy per round (dotted: a step ended)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

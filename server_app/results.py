@@ -14,8 +14,8 @@ from flwr.common import log
 from server_app.report import clock, measured_by_tier, plot_run, summary_lines, time_left
 
 HEADER = (
-    "    round stage block  elig/sel   acc    loss     EM     need-MB meas-MB  down-KB   up-KB"
-    "   time   left"
+    "    round stage block  elig/sel   acc val-acc    loss     EM     need-MB meas-MB  down-KB"
+    "   up-KB   time   left"
 )
 
 
@@ -25,11 +25,13 @@ def _fmt(v: Any, spec: str, width: int) -> str:
 
 def round_line(r: dict[str, Any], total: int = 0, left: float | None = None) -> str:
     """One fixed-width line per round, the same in simulation and deployment: round i of
-    at most ``total`` (the schedule may end first) and the estimated time ``left``."""
+    at most ``total`` (the schedule may end first), test and validation accuracy (``-``
+    without a validation split) and the estimated time ``left``."""
     return (
         f"{r['round']:5d}/{total:<4d}{r['stage']:4d} {r['block']:5d} "
         f"{r.get('eligible', 0):4d}/{r.get('selected', 0):<4d} "
-        f"{_fmt(r.get('accuracy'), '6.4f', 6)} {_fmt(r.get('loss'), '7.4f', 7)} "
+        f"{_fmt(r.get('accuracy'), '6.4f', 6)} {_fmt(r.get('val_accuracy'), '7.4f', 7)} "
+        f"{_fmt(r.get('loss'), '7.4f', 7)} "
         f"{_fmt(r.get('em'), '6.3f', 6)} {_fmt(r.get('need_mb'), '9.2f', 9)} "
         f"{_fmt(r.get('peak_mb_measured') or None, '7.1f', 7)} "
         f"{r.get('bytes_down', 0) / 1024:8.1f} {r.get('bytes_up', 0) / 1024:7.1f} "

@@ -6,8 +6,13 @@ Reads runs that trained every step to its cap with every candidate form logged
 form, threshold and patience it finds, per step, the first round the rule would
 have ended the step (not before ``min-rounds-per-step``, nor before ``--min-shares``
 of the step's rounds: ``em-min-share``), and compares the step's
-test accuracy there with its accuracy at the cap. The run's last step is left
+validation accuracy there with its accuracy at the cap. The run's last step is left
 out: effective movement never ends it when the run has a round budget.
+
+Its table chooses a stop rule, so it reads the server's validation split
+(:data:`~benchmarks.accuracy.tables.SELECT_ON`), never the test split. Runs from before
+the validation split (issue 39) have test accuracy only: ``--test-scores`` re-derives
+the tables made from them then, and is not for choosing a setting.
 
 Accuracy "at" a round is the mean of the step's last two evaluations up to that
 round (one reading of 4 non-IID nodes' average is noisy); a step's evaluations
@@ -15,8 +20,10 @@ score its own sub-model (block and output module), so they compare within a step
 
 Usage::
 
-    python -m benchmarks.accuracy.em_stops benchmarks/results/fmnist_long_ablations \
+    python -m benchmarks.accuracy.em_stops <compare folder of capped runs> \
         [--thresholds 0.3,0.4,0.5,0.6] [--patience 2] [--min-shares 0,0.5,0.75]
+    python -m benchmarks.accuracy.em_stops benchmarks/results/fmnist_long_ablations \
+        --thresholds 0.1,0.2,0.3,0.4,0.5 --test-scores     # its table, made before the split
 """
 
 from __future__ import annotations
@@ -31,23 +38,28 @@ from statistics import mean
 from typing import Any
 
 from benchmarks.accuracy.run_files import read_results, results_paths
+from benchmarks.accuracy.tables import SELECT_ON
 from profl_strategy.engine.step import STAGE_GROW, Step
 from profl_strategy.methods.profl.movement import CANDIDATES
+
+TEST_SCORE = "accuracy"  # a round's test accuracy: --test-scores only
 
 
 @dataclass(frozen=True)
 class StepTrace:
-    """One step of a capped run: its rounds' candidate EMs and evaluations."""
+    """One step of a capped run: its rounds' candidate EMs and evaluations (``score``:
+    the round log's entry they are read from)."""
 
     run: str
     step: str
     rounds: list[dict[str, Any]]
+    score: str = SELECT_ON
 
     def accuracy_at(self, index: int) -> float | None:
         """Mean of the last two evaluations in rounds ``0 .. index`` of the step."""
-        accs = [r["accuracy"] for r in self.rounds[: index + 1] if "accuracy" in r]
+        accs = [r[self.score] for r in self.rounds[: index + 1] if self.score in r]
         if not accs:  # no evaluation yet: the step's first one
-            accs = [r["accuracy"] for r in self.rounds if "accuracy" in r][:1]
+            accs = [r[self.score] for r in self.rounds if self.score in r][:1]
         return mean(accs[-2:]) if accs else None
 
     def stop_index(self, form: str, threshold: float, patience: int, min_rounds: int) -> int:
@@ -61,14 +73,14 @@ class StepTrace:
         return len(self.rounds) - 1
 
 
-def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
-    """Every step but the last of every run that logged candidate forms."""
+def load_traces(folders: Sequence[Path], score: str = SELECT_ON) -> tuple[list[StepTrace], int]:
+    """Every step but the last of every run that logged candidate forms and ``score``."""
     traces, min_rounds = [], 1
     for folder in folders:
         for path in results_paths(folder):
             data = read_results(path)
             rounds = [r for r in data["rounds"] if "em_candidates" in r]
-            if not rounds:
+            if not any(score in r for r in rounds):
                 continue
             method = data["config"].get("method", {})
             min_rounds = int(method.get("min_rounds_per_step", min_rounds))
@@ -77,7 +89,7 @@ def load_traces(folders: Sequence[Path]) -> tuple[list[StepTrace], int]:
                 for key, group in groupby(rounds, key=lambda r: (r["stage"], r["block"]))
             ]
             traces += [
-                StepTrace(path.parent.name, str(step), group)
+                StepTrace(path.parent.name, str(step), group, score)
                 for step, group in steps[:-1]
                 if step.stage == STAGE_GROW
             ]
@@ -136,16 +148,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--min-shares", default="0", help="em-min-share values: no stop before this share of a step"
     )
+    p.add_argument(
+        "--test-scores",
+        action="store_true",
+        help="read test accuracy: only to re-derive a table of runs from before the validation "
+        "split, never to choose a setting",
+    )
     args = p.parse_args(argv)
-    traces, min_rounds = load_traces(args.folders)
+    score = TEST_SCORE if args.test_scores else SELECT_ON
+    traces, min_rounds = load_traces(args.folders, score)
+    folders = [str(f) for f in args.folders]
+    if not traces and not args.test_scores and load_traces(args.folders, TEST_SCORE)[0]:
+        raise SystemExit(
+            f"the capped runs in {folders} have no validation accuracy (they predate the "
+            "validation split): rerun them to choose a rule, or pass --test-scores to "
+            "re-derive a table made from them before"
+        )
     if not traces:
         raise SystemExit(
-            f"no run in {[str(f) for f in args.folders]} logged candidate EM forms: run "
+            f"no run in {folders} logged candidate EM forms: run "
             "benchmarks.accuracy.compare with --methods profl-capped first"
         )
     thresholds = [float(v) for v in args.thresholds.split(",")]
     runs = sorted({t.run for t in traces})
-    print(f"{len(traces)} steps of {len(runs)} runs, min-rounds-per-step {min_rounds}")
+    print(
+        f"{len(traces)} steps of {len(runs)} runs, min-rounds-per-step {min_rounds}, "
+        f"scored on {'test' if args.test_scores else 'validation'} accuracy"
+    )
     shares = [float(v) for v in args.min_shares.split(",")]
     print(table(sweep(traces, thresholds, args.patience, min_rounds, shares), args.patience))
     return 0

@@ -9,15 +9,20 @@ the mean over seeds: under ``--flat`` points is "flat". ``--upto N`` reads only 
 first N rounds, which is a run of N rounds for a method whose training does not
 depend on the budget (the full-model baselines): would a shorter budget do?
 
+The verdict chooses a round budget, so it reads the validation curve (the server's
+validation split, :data:`~benchmarks.accuracy.tables.SELECT_ON`), never the test one.
+Runs from before the validation split (issue 39) have test curves only: ``--test-scores``
+re-derives the verdicts made from them then, and is not for choosing a budget.
+
 Reads what :mod:`benchmarks.accuracy.tables` reads
 (``<out>/runs/<method>-s<seed>/<run>/results.json``).
 
 Usage::
 
-    python -m benchmarks.accuracy.plateau benchmarks/results/cifar10_plateau --method fedavg
-    python -m benchmarks.accuracy.plateau benchmarks/results/fmnist_long --method fedavg --parts 8
+    python -m benchmarks.accuracy.plateau <compare folder> --method fedavg
+    python -m benchmarks.accuracy.plateau <compare folder> --method fedavg --parts 8
     python -m benchmarks.accuracy.plateau benchmarks/results/cifar10_plateau --method fedavg \\
-        --upto 400
+        --upto 400 --test-scores                  # its verdict, made before the split
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ def part_means(
     return [mean(s) if s else float("nan") for s in spans]
 
 
-def plateau_rows(out: Path, method: str, parts: int, upto: int = 0) -> list[dict[str, Any]]:
-    """One row per seed of ``method``: its part means and the last part's gain (points).
+def plateau_rows(
+    out: Path, method: str, parts: int, upto: int = 0, test_scores: bool = False
+) -> list[dict[str, Any]]:
+    """One row per seed of ``method``: its part means and the last part's gain (points),
+    from its validation curve (its test curve with ``test_scores``).
 
     ``upto > 0`` cuts each run at that round (it must have reached it).
     """
@@ -54,7 +62,13 @@ def plateau_rows(out: Path, method: str, parts: int, upto: int = 0) -> list[dict
     for run in load_runs(out):
         if run["method"] != method:
             continue
-        c, last = run["curve"], int(run["rounds"])
+        c, last = run["curve" if test_scores else "val_curve"], int(run["rounds"])
+        if not c["accuracy"]:
+            raise SystemExit(
+                f"{method} seed {run['seed']} has no validation accuracy (it predates the "
+                "validation split): rerun it to choose a budget, or pass --test-scores to "
+                "re-derive a verdict made from it before"
+            )
         if upto > last:
             raise SystemExit(f"{method} seed {run['seed']} ran {last} rounds, not {upto}")
         means = part_means(c["round"], c["accuracy"], upto or last, parts)
@@ -91,13 +105,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--parts", type=int, default=4, help="spans per run (default: quarters)")
     parser.add_argument("--flat", type=float, default=1.0, help="points; a smaller gain is flat")
     parser.add_argument("--upto", type=int, default=0, help="read only rounds 1..N (0: all)")
+    parser.add_argument(
+        "--test-scores",
+        action="store_true",
+        help="read the test curve: only to re-derive a verdict on runs from before the "
+        "validation split, never to choose a budget",
+    )
     args = parser.parse_args(argv)
     if args.parts < 2:
         parser.error(f"--parts must be at least 2, got {args.parts}")
     print(
         markdown(
             args.method,
-            plateau_rows(args.out, args.method, args.parts, args.upto),
+            plateau_rows(args.out, args.method, args.parts, args.upto, args.test_scores),
             args.parts,
             args.flat,
         )

@@ -42,11 +42,12 @@ SNAPSHOT_SKIPS = (
 )  # fmt: skip
 COPY_IGNORE = shutil.ignore_patterns(*SNAPSHOT_SKIPS)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# server_app.results.round_line: round[/N] stage block elig/sel acc loss EM need meas down up
-# time [left]
+# server_app.results.round_line: round[/N] stage block elig/sel acc val-acc loss EM need meas
+# down up time [left]
 ROUND = re.compile(
     r"^\s*(?P<round>\d+)(?:/\d*)?\s+(?P<stage>\d+)\s+(?P<block>\d+)\s+(?P<elig>\d+)/(?P<sel>\d+)\s+"
-    r"(?P<acc>\S+)\s+(?P<loss>\S+)\s+\S+\s+(?P<need>\S+)\s+.*?\s(?P<secs>[\d.]+)s(?:\s+\S+)?\s*$"
+    r"(?P<acc>\S+)\s+(?P<val>\S+)\s+(?P<loss>\S+)\s+\S+\s+(?P<need>\S+)\s+.*?\s(?P<secs>[\d.]+)s"
+    r"(?:\s+\S+)?\s*$"
 )
 
 
@@ -148,7 +149,8 @@ def progress(tag: str, line: str, started: float) -> bool:
     if not m:
         return False
     print(
-        f"{tag} round {int(m['round']):4d}  acc {m['acc']:>6}  loss {m['loss']:>7}  "
+        f"{tag} round {int(m['round']):4d}  acc {m['acc']:>6}  val {m['val']:>6}  "
+        f"loss {m['loss']:>7}  "
         f"nodes {m['elig']:>3}/{m['sel']:<3}  need {m['need']:>8} MB  "
         f"{float(m['secs']):5.1f} s/round  {time.monotonic() - started:7.0f} s",
         flush=True,

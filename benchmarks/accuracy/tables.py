@@ -6,6 +6,12 @@ comparison folder; :func:`by_method` averages over seeds; :func:`write_tables` w
 column and plot shows), ``table.csv`` and ``runs.csv``. The committed tables are rebuilt
 from their runs by ``compare --report-only``, so every string of ``table.md`` here is part
 of what they must rebuild to, byte for byte.
+
+Runs since issue 39 also score the server's validation split (``val-fraction`` of the
+training split, in no partition): a table with such a run shows validation accuracy next
+to test (:data:`VAL_COLUMNS`, ``-`` for a run without it), and a choice between settings
+reads it (:data:`SELECT_ON`), never test accuracy. A table whose runs all predate the
+split has no validation columns, so the committed tables still rebuild as they were.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ COLUMNS = [  # key, header, format
     ("mb_down_per_round", "MB down/round", ".3f"),
     ("mb_up_per_round", "MB up/round", ".3f"),
 ]
+# Validation columns, each shown right after the test column it is keyed by, in a table
+# where some run has validation figures.
+VAL_COLUMNS = {
+    "final_accuracy": ("final_val_accuracy", "final val acc", ".4f"),
+    "tail_accuracy": ("tail_val_accuracy", "mean val acc, last 25% of rounds", ".4f"),
+}
+# What a choice between settings reads: a round's validation accuracy (test is only reported).
+SELECT_ON = "val_accuracy"
 CURVE = ("round", "updates", "seconds", "mb", "accuracy")  # keys of curve()
 PLOTS = [  # file, README alt text, what it shows (table.md's footnote)
     ("accuracy.png", "accuracy per round", "test accuracy per round"),
@@ -55,6 +69,22 @@ PLOTS = [  # file, README alt text, what it shows (table.md's footnote)
     ),
     ("participation.png", "participation", "eligible share and nodes trained per method"),
 ]
+
+
+def columns(with_val: bool) -> list[tuple[str, str, str]]:
+    """The table's columns: :data:`COLUMNS`, with :data:`VAL_COLUMNS` after their test
+    columns when ``with_val``."""
+    out = []
+    for column in COLUMNS:
+        out.append(column)
+        if with_val and column[0] in VAL_COLUMNS:
+            out.append(VAL_COLUMNS[column[0]])
+    return out
+
+
+def has_validation(entries: Iterable[dict[str, Any]]) -> bool:
+    """Whether any run (or method) of a table has a validation figure."""
+    return any(not math.isnan(e.get("final_val_accuracy", nan)) for e in entries)
 
 
 def mean_of(values: Iterable[float]) -> float:
@@ -77,10 +107,11 @@ def _round_peak(r: dict[str, Any]) -> float:
     return max(plans) if plans else float(r["need_mb"])
 
 
-def curve(rounds: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+def curve(rounds: Sequence[dict[str, Any]], score: str = "accuracy") -> dict[str, list[float]]:
     """Accuracy at each evaluated round with the run's cumulative cost up to that round.
 
-    Keys: ``round``, ``updates``, ``seconds``, ``mb`` (the x of the plots) and ``accuracy``.
+    Keys: ``round``, ``updates``, ``seconds``, ``mb`` (the x of the plots) and ``accuracy``:
+    the round's ``score`` (test accuracy; :data:`SELECT_ON` for the validation curve).
     """
     out: dict[str, list[float]] = {k: [] for k in CURVE}
     updates = seconds = mb = 0.0
@@ -88,10 +119,8 @@ def curve(rounds: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
         updates += r.get("aggregated", r.get("replies", 0)) or 0
         seconds += r.get("round_s", 0.0) or 0.0
         mb += ((r.get("bytes_down") or 0) + (r.get("bytes_up") or 0)) / 2**20
-        if isinstance(r.get("accuracy"), int | float):
-            for key, value in zip(
-                out, (r["round"], updates, seconds, mb, r["accuracy"]), strict=True
-            ):
+        if isinstance(r.get(score), int | float):
+            for key, value in zip(out, (r["round"], updates, seconds, mb, r[score]), strict=True):
                 out[key].append(float(value))
     return out
 
@@ -112,11 +141,17 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
     # points; the mean over the last quarter of the run is the steadier figure.
     last = summary.get("rounds", len(rounds))
     tail = [r["accuracy"] for r in rounds if "accuracy" in r and r["round"] > 0.75 * last]
+    # validation: NaN for a run from before the split (issue 39)
+    final_val = summary.get("val_accuracy")
+    final_val = float(final_val) if isinstance(final_val, int | float) else nan
+    tail_val = [r[SELECT_ON] for r in rounds if SELECT_ON in r and r["round"] > 0.75 * last]
     # CUDA clients report max_memory_allocated per train call; 0 elsewhere
     cuda_peak = max((r.get("peak_mb_measured") or 0.0 for r in rounds), default=0.0)
     return {
         "final_accuracy": final,
         "tail_accuracy": mean_of(tail) if tail else final,
+        "final_val_accuracy": final_val,
+        "tail_val_accuracy": mean_of(tail_val) if tail_val else final_val,
         "best_accuracy": max((a for a in (*accs, final) if a == a), default=float("nan")),
         "rounds": summary.get("rounds", len(rounds)),
         "wall_s": data.get("wall_s", float("nan")),
@@ -131,6 +166,7 @@ def run_metrics(data: dict[str, Any]) -> dict[str, Any]:
         "mb_down_per_round": mean_of(r.get("bytes_down", 0) / 2**20 for r in rounds),
         "mb_up_per_round": mean_of(r.get("bytes_up", 0) / 2**20 for r in rounds),
         "curve": curve(rounds),
+        "val_curve": curve(rounds, SELECT_ON),
     }
 
 
@@ -154,7 +190,7 @@ def by_method(rows: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str
     for m in methods:
         runs = [r for r in rows if r["method"] == m]
         entry: dict[str, Any] = {"method": m, "seeds": len(runs)}
-        for key, _, _ in COLUMNS:
+        for key, _, _ in columns(with_val=True):
             entry[key] = mean_of(r[key] for r in runs)
             entry[key + "_std"] = _std([r[key] for r in runs])
         table.append(entry)
@@ -170,10 +206,12 @@ def _cell(entry: dict[str, Any], key: str, fmt: str) -> str:
 
 def table_markdown(table: list[dict[str, Any]]) -> str:
     """table.md: one row per method, then what the columns and plots mean."""
-    head = ["method", "seeds", *(h for _, h, _ in COLUMNS)]
+    with_val = has_validation(table)
+    shown = columns(with_val)
+    head = ["method", "seeds", *(h for _, h, _ in shown)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in table:
-        cells = [e["method"], str(e["seeds"]), *(_cell(e, k, f) for k, _, f in COLUMNS)]
+        cells = [e["method"], str(e["seeds"]), *(_cell(e, k, f) for k, _, f in shown)]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "\nmean acc, last 25% of rounds: mean test accuracy of the evaluations in the last "
@@ -187,6 +225,12 @@ def table_markdown(table: list[dict[str, Any]]) -> str:
         "of eligible/online nodes; nodes trained: share of nodes selected at least once; "
         "wall s: the ServerApp's run time (results.json).\n"
     )
+    if with_val:
+        note += (
+            "val acc: the same on the server's validation split (val-fraction of the training "
+            "split, in no node's partition); settings are chosen on it, test accuracy is only "
+            "reported; '-': runs from before the validation split.\n"
+        )
     plots = "; ".join(f"{name}: {what}" for name, _, what in PLOTS)
     curves = (
         "accuracy curves: mean over seeds (n in the legend), linear between evaluations and "
@@ -199,7 +243,7 @@ def write_tables(out: Path, rows: list[dict[str, Any]], table: list[dict[str, An
     """table.md (headed by the runs' commits where they differ), table.csv, runs.csv."""
     note = table_note(out, [f"{r['method']}-s{r['seed']}" for r in rows])
     (out / "table.md").write_text(note + table_markdown(table))
-    keys = [k for k, _, _ in COLUMNS]
+    keys = [k for k, _, _ in columns(has_validation(table))]
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "seeds", *keys, *(k + "_std" for k in keys)])

@@ -60,7 +60,7 @@ VARIANTS = {
     "profl-nocarry": ("profl", "overrides='method.carry_forward=false'"),
     "profl-5ep": ("profl", "local-epochs=5"),
     "allsmall-5ep": ("allsmall", "local-epochs=5"),  # the 5-epoch ablation's reference
-    "fedavg-5ep": ("fedavg", "local-epochs=5"),  # the 5-epoch comparison's ceiling
+    "fedavg-5ep": ("fedavg", "local-epochs=5"),  # the 5-epoch reference that ignores memory
     "heterofl-5ep": ("heterofl", "local-epochs=5"),
     "fedrolex-5ep": ("fedrolex", "local-epochs=5"),
     "exclusive-5ep": ("exclusive", "local-epochs=5"),

@@ -27,7 +27,7 @@ from server_app.inprocess import simulate
 PARTS = (
     ("training calls (train_with_plan)", "client_app/step.py", "fit_step"),
     ("  of which: memory estimate", "profl_strategy/memory/plans/memory.py", "choose_plan"),
-    ("test-set evaluation", "profl_strategy/task/evaluate.py", "__call__"),
+    ("test and validation scoring", "profl_strategy/task/evaluate.py", "__call__"),
     ("partition check (server)", "profl_strategy/task/partition_check.py", "check_partitions"),
     ("data split (nodes)", "profl_strategy/task/dataset.py", "local_partitioner"),
 )

@@ -17,7 +17,8 @@ Flower's ``Strategy`` contract: :meth:`start` has Flower's signature and returns
 filled ``Result``; it runs its own round loop (:meth:`train_round`), which plans,
 sends and screens a round in one place, so Flower's ``configure_*`` and
 ``aggregate_*`` hooks are not used. Departures, on purpose: no federated evaluation
-(the server scores the global model on the held-out test split), and
+(the server scores the global model on the held-out test split and on its validation
+split, ``val-fraction`` of the training split that no node trains on), and
 ``evaluate_fn`` receives the module to score, since what is scored (a ProFL step's
 sub-model) changes architecture between steps.
 """
@@ -74,7 +75,7 @@ class Engine(FedAvg):
         Seeds node sampling and the initial model.
     memory_aware : bool
         Select only nodes whose budget holds their order. False gives the
-        unconstrained upper bounds (nodes then skip their own check).
+        references that ignore memory (nodes then skip their own check).
     min_replies : int
         Usable replies a round needs; with fewer, the model is left unchanged
         and the round does not count towards the step.
@@ -329,9 +330,10 @@ class Engine(FedAvg):
         if scored or self.tail is not None:
             record |= self.refresh(grid)
         if scored:
-            record.update(evaluate_fn(self.server_round, self.eval_model(step)))
+            scores = evaluate_fn(self.server_round, self.eval_model(step))
+            record.update(scores)  # test, and validation where the evaluator has a split
             result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
-                {k: float(record[k]) for k in ("accuracy", "loss")}
+                {k: float(v) for k, v in scores.items()}
             )
         if self.tail is not None:
             self.tail.push(self.final_model())

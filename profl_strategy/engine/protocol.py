@@ -80,7 +80,11 @@ def unflatten(cls: type, rec: dict[str, Any] | ConfigRecord, prefix: str = "") -
 # ---- the run --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data a node trains on, and how the dataset is split into partitions."""
+    """Which data a node trains on, and how the dataset is split into partitions.
+
+    ``val_fraction`` of the train split is the server's validation split: every node
+    leaves those rows out before partitioning (0: none held out).
+    """
 
     dataset: str
     data_dir: str
@@ -88,6 +92,7 @@ class DataSpec:
     alpha: float
     shards_per_partition: int
     subsample: float = 1.0
+    val_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class Order:
 
     The node recomputes ``need_mb`` with its own memory model and refuses the
     order if the two disagree (a node on other code) or if it exceeds its budget
-    (unless ``enforce_budget`` is off: the memory-unaware upper bounds).
+    (unless ``enforce_budget`` is off: the references that ignore memory).
     """
 
     message_type: ClassVar[str] = ""

@@ -134,7 +134,7 @@ def saved_activation_bytes(
 
 def message_bytes(model: nn.Module) -> int:
     """Bytes of the arrays a train call receives (the sub-model's whole state) and returns
-    (its trainable parameters and every buffer: an upper bound of the trainable keys)."""
+    (its trainable parameters and every buffer: at least the trainable keys)."""
     received = _nbytes(list(model.parameters())) + _nbytes(list(model.buffers()))
     trainable = _nbytes([p for p in model.parameters() if p.requires_grad])
     return received + trainable + _nbytes(list(model.buffers()))

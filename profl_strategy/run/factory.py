@@ -62,6 +62,7 @@ def run_spec(cfg: DictConfig) -> RunSpec:
         float(cfg.data.alpha),
         int(cfg.data.shards_per_partition),
         float(cfg.data.subsample),
+        float(cfg.data.val_fraction),
     )
     train = TrainSpec(
         int(t.batch_size),

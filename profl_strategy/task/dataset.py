@@ -13,10 +13,15 @@ files with numpy instead of importing the data stack (datasets, flwr-datasets,
 pyarrow, pandas, torchvision: seconds) and splitting again. Those libraries are
 imported only where a partition or the test split needs them.
 The datasets' static facts are in :mod:`profl_strategy.task.dataset_info`.
+
+Before any partitioning, the server's validation split (``val-fraction`` of the train
+split, :func:`split_order`) is taken out: the same rows in the server and in every node,
+from the seed alone, so no node ever trains on a row the server validates on.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +50,10 @@ if TYPE_CHECKING:
 
 
 PARTITIONER_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards")
+# The validation split: at most this share of the train split (the run-config key's bound),
+# named VAL_SPLIT among the hub's splits once it is held out.
+MAX_VAL_FRACTION = 0.5
+VAL_SPLIT = "profl-validation"
 # Dirichlet re-samples until every client has this many samples; kept small so
 # that small alphas with many clients still succeed within its 10 attempts.
 DIRICHLET_MIN_PARTITION_SIZE = 10
@@ -122,6 +131,7 @@ def local_partitioner(p: Partition) -> Partitioner:
         p.alpha,
         p.shards_per_partition,
         p.seed,
+        p.val_fraction,
     )
     part = _LOCAL_PARTITIONERS.get(key)
     if part is None:
@@ -129,9 +139,9 @@ def local_partitioner(p: Partition) -> Partitioner:
 
         _check_local(p.dataset)
         labels = load_local_labels(p.dataset, "train", p.data_dir)
-        order = seeded_order(len(labels), p.seed)
+        _, rows = split_order(len(labels), p.seed, p.val_fraction)
         part = make_partitioner(p)
-        part.dataset = datasets.Dataset.from_dict({"label": labels[order], "row": order})
+        part.dataset = datasets.Dataset.from_dict({"label": labels[rows], "row": rows})
         part.load_partition(0)  # splits now: a split that failed is not kept to retry
         _LOCAL_PARTITIONERS[key] = part
     return part
@@ -143,21 +153,75 @@ def seeded_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
-def train_labels(dataset: str, *, data_dir: str, seed: int) -> tuple[np.ndarray, str]:
+def validation_count(n: int, val_fraction: float) -> int:
+    """How many of the train split's ``n`` rows the server holds out for validation.
+
+    At least one once ``val_fraction`` > 0, so a tiny split still has something to score;
+    0 holds out none. A value outside ``[0, MAX_VAL_FRACTION)`` is refused here too, for
+    callers that skip the run-config check.
+    """
+    if not 0 <= val_fraction < MAX_VAL_FRACTION:
+        raise ValueError(
+            f"'val-fraction' (data.val_fraction) = {val_fraction!r} is invalid: it must be "
+            f"a number in [0, {MAX_VAL_FRACTION:g}) (0: no validation split)"
+        )
+    return max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+
+
+def split_order(n: int, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's rows in :func:`seeded_order`, cut in two: ``(validation rows,
+    the rows the partitioner gets, in the order it gets them)``.
+
+    The validation rows are the first :func:`validation_count` of the seeded order: a
+    uniform draw that depends on ``(n, seed, val_fraction)`` only, so the server and
+    every node (each its own process) cut the same rows without talking to each other.
+    With ``val_fraction=0`` the partitioner sees exactly :func:`seeded_order`, so the
+    partitions are those of a run without a validation split.
+    """
+    order = seeded_order(n, seed)
+    held = validation_count(n, val_fraction)
+    return order[:held], order[held:]
+
+
+def train_labels(
+    dataset: str, *, data_dir: str, seed: int, val_fraction: float = 0.0
+) -> tuple[np.ndarray, str]:
     """The train split's labels in the order the nodes' partitioner sees them, and the
     name of their column: what decides how the split is partitioned, without the images.
 
-    Local data: the label file, shuffled by :func:`seeded_order`. Hub data: the
-    column of the ``FederatedDataset`` the test split came from (:func:`load_test`,
-    same seed, so the same shuffle; its download holds every split).
+    Local data: the label file in :func:`split_order`, validation rows left out. Hub
+    data: the column of the ``FederatedDataset`` the nodes' partitions come from (same
+    seed, so the same shuffle, and the same validation rows held out).
     """
     info = get_info(dataset)
     if data_dir:
         _check_local(dataset)
         labels = load_local_labels(dataset, "train", data_dir)
-        return labels[seeded_order(len(labels), seed)], "label"
-    split = _hub_full(info, seed).load_split("train").select_columns([info.label_column])
+        return labels[split_order(len(labels), seed, val_fraction)[1]], "label"
+    fds = _hub_full(info, seed, val_fraction)
+    split = fds.load_split("train").select_columns([info.label_column])
     return np.asarray(split.with_format("numpy")[info.label_column]), info.label_column
+
+
+def load_validation(
+    dataset: str, *, data_dir: str, seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the server's validation split as ``(images, labels)``: the rows of the
+    train split that :func:`split_order` holds out of every partition.
+
+    Settings are chosen on these rows so that the test split is only reported. Empty
+    arrays when ``val_fraction`` is 0. Local rows come in their file order.
+    """
+    info = get_info(dataset)
+    if data_dir:
+        _check_local(dataset)
+        images, labels = _local_full(dataset, "train", data_dir)
+        rows = np.sort(split_order(len(labels), seed, val_fraction)[0])
+        return images[rows], labels[rows]
+    if not validation_count(1, val_fraction):  # 0: none held out (and a bad value refused)
+        c, h, w = info.input_shape
+        return np.empty((0, h, w, c), dtype=np.uint8), np.empty(0, dtype=np.int64)
+    return _hf_to_numpy(_hub_full(info, seed, val_fraction).load_split(VAL_SPLIT), info)
 
 
 def load_partition(
@@ -167,7 +231,8 @@ def load_partition(
 
     Takes the arguments of :class:`~profl_strategy.task.dataset_info.Partition`:
     ``dataset``, ``partition_id``, ``num_partitions``, then the keywords
-    ``partitioner``, ``alpha``, ``shards_per_partition``, ``seed``, ``data_dir``.
+    ``partitioner``, ``alpha``, ``shards_per_partition``, ``seed``, ``data_dir`` and
+    ``val_fraction`` (default 0: no rows held out for validation).
     Reads local files when ``data_dir`` is set, else the Hugging Face Hub. The
     first call for a partition splits the data with flwr-datasets and caches
     the result (:mod:`profl_strategy.task.partition_cache`); later calls, such
@@ -285,11 +350,19 @@ def _split_partition(p: Partition) -> tuple[np.ndarray, np.ndarray]:
         images, labels = _local_full(p.dataset, "train", p.data_dir)
         return images[rows], labels[rows]
     info = get_info(p.dataset)
-    key = (p.dataset, p.partitioner, p.num_partitions, p.alpha, p.shards_per_partition, p.seed)
+    key = (
+        p.dataset,
+        p.partitioner,
+        p.num_partitions,
+        p.alpha,
+        p.shards_per_partition,
+        p.seed,
+        p.val_fraction,
+    )
     fds = _HUB_FDS.get(key)
     if fds is None:
         part = make_partitioner(p, label_column=info.label_column)
-        fds = _HUB_FDS[key] = _hub_dataset(info, part, p.seed)
+        fds = _HUB_FDS[key] = _hub_dataset(info, part, p.seed, p.val_fraction)
     return _hf_to_numpy(fds.load_partition(p.partition_id, "train"), info)
 
 
@@ -312,31 +385,53 @@ def _local_full(dataset: str, split: str, data_dir: str) -> tuple[np.ndarray, np
     return _LOCAL_FULL[key]
 
 
-def _hub_full(info: DatasetInfo, seed: int) -> FederatedDataset:
-    """The hub dataset with every split whole (train as one partition), once per seed."""
-    key = (info.name, "test", seed)
+def _hub_full(info: DatasetInfo, seed: int, val_fraction: float = 0.0) -> FederatedDataset:
+    """The hub dataset with every split whole (train as one partition), once per seed and
+    validation share."""
+    key = (info.name, "whole", seed, val_fraction)
     fds = _HUB_FDS.get(key)
     if fds is None:
         from flwr_datasets.partitioner import IidPartitioner
 
-        fds = _HUB_FDS[key] = _hub_dataset(info, IidPartitioner(num_partitions=1), seed)
+        whole = IidPartitioner(num_partitions=1)
+        fds = _HUB_FDS[key] = _hub_dataset(info, whole, seed, val_fraction)
     return fds
 
 
-def _hub_dataset(info: DatasetInfo, partitioner: Partitioner, seed: int) -> FederatedDataset:
-    """Create a FederatedDataset and download it now, so failures are explicit."""
-    from flwr_datasets import FederatedDataset
+def _hub_splits(
+    splits: datasets.DatasetDict, *, femnist: bool, val_fraction: float
+) -> datasets.DatasetDict:
+    """The hub's splits as a run uses them, after ``FederatedDataset``'s seeded shuffle.
+
+    FEMNIST's test split is cut from its only split first; then the validation split
+    (:data:`VAL_SPLIT`) is the first :func:`validation_count` rows of the shuffled train
+    split, the rule :func:`split_order` applies to local data, and the partitioner gets
+    the rest.
+    """
+    import datasets
     from flwr_datasets.preprocessor import Divider
 
+    if femnist:
+        divide = {"train": 1.0 - FEMNIST_TEST_FRACTION, "test": FEMNIST_TEST_FRACTION}
+        splits = Divider(divide_config=divide, divide_split="train")(splits)
+    train = splits["train"]
+    held = validation_count(len(train), val_fraction)
+    if held == 0:
+        return splits
+    rest = train.select(range(held, len(train)))
+    return datasets.DatasetDict({**splits, "train": rest, VAL_SPLIT: train.select(range(held))})
+
+
+def _hub_dataset(
+    info: DatasetInfo, partitioner: Partitioner, seed: int, val_fraction: float = 0.0
+) -> FederatedDataset:
+    """Create a FederatedDataset and download it now, so failures are explicit."""
+    from flwr_datasets import FederatedDataset
+
+    femnist = info.name == "femnist"
     preprocessor = None
-    if info.name == "femnist":
-        preprocessor = Divider(
-            divide_config={
-                "train": 1.0 - FEMNIST_TEST_FRACTION,
-                "test": FEMNIST_TEST_FRACTION,
-            },
-            divide_split="train",
-        )
+    if femnist or val_fraction > 0:
+        preprocessor = partial(_hub_splits, femnist=femnist, val_fraction=val_fraction)
     fds = FederatedDataset(
         dataset=info.hub_id,
         preprocessor=preprocessor,

@@ -104,7 +104,10 @@ class Partition:
     :func:`~profl_strategy.task.partition_cache.partition_cache_files`, spelled
     once: the dataset, partition id and count, then keywords only. ``alpha`` is
     used by ``"dirichlet"`` only and ``shards_per_partition`` by ``"shards"``
-    only; ``data_dir=""`` reads the Hugging Face Hub.
+    only; ``data_dir=""`` reads the Hugging Face Hub. ``val_fraction`` is the seeded
+    share of the train split the server holds out for validation
+    (:func:`~profl_strategy.task.dataset.split_order`): those rows are removed before
+    the split into partitions, and 0 leaves every partition as it was without it.
     """
 
     dataset: str
@@ -116,3 +119,4 @@ class Partition:
     shards_per_partition: int
     seed: int
     data_dir: str
+    val_fraction: float = 0.0

@@ -63,9 +63,11 @@ def cache_files(part: Partition) -> CacheFiles:
 
     Their name hashes everything that decides the partition: the data (the
     resolved ``data_dir`` and its train files' size and mtime, or the hub id),
-    the partitioner and its parameters, the seed, the partition, the versions
-    of ``PARTITION_LIBRARIES`` and ``PARTITION_CACHE_VERSION``. Changing any of
-    them misses the cache instead of serving a stale partition.
+    the partitioner and its parameters, the seed, the partition, the share held
+    out for validation, the versions of ``PARTITION_LIBRARIES`` and
+    ``PARTITION_CACHE_VERSION``. Changing any of them misses the cache instead of
+    serving a stale partition. A partition without a validation split keeps the name
+    it had before there was one (its rows are the same), so existing caches still serve.
     """
     dataset = part.dataset
     if part.data_dir:
@@ -88,6 +90,8 @@ def cache_files(part: Partition) -> CacheFiles:
         "num-partitions": int(part.num_partitions),
         "partition-id": int(part.partition_id),
     }
+    if part.val_fraction:  # rows held out for validation change every partition
+        key["val-fraction"] = float(part.val_fraction)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     stem = f"{dataset}-{part.partitioner}-{part.partition_id}of{part.num_partitions}-{digest}"
     folder = partitions_dir()

@@ -6,8 +6,9 @@ flwr-datasets' Dirichlet partitioner, for one, gives up with "The max number of
 attempts (10) was reached" when label skew leaves some node fewer than
 :data:`~profl_strategy.task.dataset.DIRICHLET_MIN_PARTITION_SIZE` samples (alpha 0.5
 over 10,000 nodes of Fashion-MNIST: 6 samples a node). The server makes the same
-split first, from the labels alone: the same partitioner, seed, label order and
-number of partitions, so it fails exactly when the nodes would. The number of
+split first, from the labels alone: the same partitioner, seed, label order, validation
+rows held out (``val-fraction``) and number of partitions, so it fails exactly when the
+nodes would. The number of
 partitions is the number of nodes online: a simulated node's ``num-partitions``. A
 deployed node states its own, which the server does not see; the nodes online are
 then at most that many.
@@ -48,23 +49,26 @@ def check_partitions(data: DataSpec, num_partitions: int, seed: int) -> None:
     Parameters
     ----------
     data : DataSpec
-        The run's dataset, ``data-dir`` and partitioner with its parameters.
+        The run's dataset, ``data-dir``, partitioner with its parameters, and the share
+        of the train split held out for validation.
     num_partitions : int
         One partition per SuperNode (a simulated node's ``num-partitions``).
     seed : int
         The run's seed: it seeds the shuffle and the partitioner, as on the nodes.
     """
     started = time.monotonic()
-    labels, column = train_labels(data.dataset, data_dir=data.data_dir, seed=seed)
+    labels, column = train_labels(
+        data.dataset, data_dir=data.data_dir, seed=seed, val_fraction=data.val_fraction
+    )
     least = least_samples(data)
     if len(labels) < least * num_partitions:
         _refuse(data, num_partitions, len(labels), f"that is {len(labels) / num_partitions:.1f} "
                 f"samples a node, fewer than the {least} each partition must hold")  # fmt: skip
     if data.partitioner != "iid":  # IID's equal shares of at least one sample cannot fail
         _split(data, num_partitions, seed, labels, column)
-    log(INFO, "%s split of %s's %d training samples into %d partitions: checked in %.1f s",
-        data.partitioner, data.dataset, len(labels), num_partitions,
-        time.monotonic() - started)  # fmt: skip
+    log(INFO, "%s split of %s's %d training samples (validation rows held out) into %d "
+        "partitions: checked in %.1f s", data.partitioner, data.dataset, len(labels),
+        num_partitions, time.monotonic() - started)  # fmt: skip
 
 
 def least_samples(data: DataSpec) -> int:
@@ -85,6 +89,7 @@ def _split(data: DataSpec, num_partitions: int, seed: int, labels: np.ndarray, c
         shards_per_partition=data.shards_per_partition,
         seed=seed,
         data_dir=data.data_dir,
+        val_fraction=data.val_fraction,
     )
     try:
         with warnings.catch_warnings():  # Dirichlet warns at every failed attempt
@@ -114,8 +119,9 @@ def _refuse(data: DataSpec, nodes: int, rows: int, why: str) -> None:
         "shards": "use partitioner='iid' or fewer shards a node "
         "(overrides='data.shards_per_partition=1'), or fewer nodes",
     }.get(data.partitioner, "use fewer nodes")
+    held = f" left by val-fraction={data.val_fraction:g}" if data.val_fraction else ""
     raise UnsplittableDataError(
-        f"{what} cannot split the {rows:,} training samples of '{data.dataset}' into "
+        f"{what} cannot split the {rows:,} training samples{held} of '{data.dataset}' into "
         f"{nodes:,} partitions, one per SuperNode: {why}. Every node would fail to load "
         f"its data in every round, so the run stops before training. To fix it, {fixes} "
         "(num-supernodes in --federation-config in simulation)."

@@ -160,7 +160,7 @@ def test_run_goes_on_without_a_nan_node(
 
 @pytest.mark.usefixtures("task_identity")
 def test_memory_unaware_profl_with_plans_is_never_refused(data_dir: Path, tmp_path: Path) -> None:
-    """Without budgets (the upper bound) each order's estimate is the one the node makes."""
+    """Ignoring memory, each order's estimate is still the one the node makes."""
     # 5 MB: above the data and runtime terms (3.7 MB), below every step's need
     nodes = [{"partition-id": i, "num-partitions": 300, "memory-mb": 5.0} for i in range(3)]
     summary = run_profl(

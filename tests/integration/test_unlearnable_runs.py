@@ -64,9 +64,10 @@ def config(data_dir: Path, out: Path, **extra: object) -> dict:
     ("num_nodes", "run", "why"),
     [
         (20, SKEWED, FAILS_AT),  # the library's own split fails
-        # the case: alpha 0.5 over 10,000 Fashion-MNIST nodes, 6 samples a node,
-        # fewer than any Dirichlet partition may have (the library would try ten times)
-        (10_000, {}, "6.0 samples a node, fewer than the 10 each partition must hold"),
+        # the case: alpha 0.5 over 10,000 Fashion-MNIST nodes, 5.4 samples a node
+        # (54,000 after the validation split), fewer than any Dirichlet partition may have
+        # (the library would try ten times)
+        (10_000, {}, "5.4 samples a node, fewer than the 10 each partition must hold"),
     ],
 )
 def test_a_split_flwr_datasets_cannot_make_stops_the_run_before_round_1(

@@ -14,12 +14,15 @@ def fake_run(
     plan_need: float,
     cuda: list[float] | None = None,
     seed: int = 0,
+    vals: list[float] | None = None,
 ) -> None:
-    """One finished run of ``method`` under ``out/runs``: ``accs`` a round, the needs given."""
+    """One finished run of ``method`` under ``out/runs``: ``accs`` a round, the needs given;
+    ``vals``: validation accuracy a round (None: a run from before the validation split)."""
     rounds = [
         {
             "round": i + 1,
             "accuracy": a,
+            **({"val_accuracy": vals[i]} if vals else {}),
             "need_mb": need,
             "selected": 2,
             "aggregated": 2,
@@ -37,6 +40,8 @@ def fake_run(
         for i, a in enumerate(accs)
     ]
     summary = {"final_accuracy": accs[-1], "rounds": len(accs), "full_model_peak_mb_est": 20.0}
+    if vals:
+        summary["val_accuracy"] = vals[-1]
     folder = out / "runs" / f"{method}-s{seed}" / "run"
     folder.mkdir(parents=True)
     data = {"rounds": rounds, "summary": summary, "wall_s": 12.0}

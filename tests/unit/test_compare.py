@@ -49,6 +49,28 @@ def test_report_and_readme_section(tmp_path: Path) -> None:
     assert "| profl |" in text and all(f"(cmp/{name})" in text for name in plots)
 
 
+def test_validation_columns_sit_next_to_test_and_old_runs_show_a_dash(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    fake_run(out, "profl", [0.2, 0.5, 0.6, 0.7], need=8.0, plan_need=5.0, vals=[0.3, 0.4, 0.5, 0.9])
+    fake_run(out, "fedavg", [0.3, 0.4, 0.7, 0.8], need=20.0, plan_need=20.0)  # before the split
+    rows = load_runs(out)
+    table = by_method(rows, ["profl", "fedavg"])
+    write_tables(out, rows, table)
+    head, _, profl, fedavg = (out / "table.md").read_text().splitlines()[:4]
+    assert "| final acc | final val acc | mean acc, last 25% of rounds | mean val acc," in head
+    assert profl.startswith("| profl | 1 | 0.7000 | 0.9000 | 0.7000 | 0.9000 | 0.7000 |")
+    assert fedavg.startswith("| fedavg | 1 | 0.8000 | - | 0.8000 | - | 0.8000 |")
+    assert "val acc: the same on the server's validation split" in (out / "table.md").read_text()
+    assert "final_val_accuracy" in (out / "runs.csv").read_text().splitlines()[0]
+    # a folder of runs from before the split: the table it always had
+    old = tmp_path / "old"
+    fake_run(old, "fedavg", [0.3, 0.4, 0.7, 0.8], need=20.0, plan_need=20.0)
+    rows = load_runs(old)
+    write_tables(old, rows, by_method(rows, ["fedavg"]))
+    written = (old / "table.md").read_text() + (old / "table.csv").read_text()
+    assert "val acc" not in written and "val_accuracy" not in written
+
+
 def test_band_over_seeds_interpolates_and_stops_where_a_seed_stops() -> None:
     # seed 0 evaluated at x 1, 3, 4; seed 1 at 2, 3 only: common x is [2, 3]
     grid, mean, lo, hi = band([[1, 3, 4], [2, 3]], [[0.1, 0.3, 0.9], [0.5, 0.7]])

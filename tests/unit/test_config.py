@@ -1,5 +1,7 @@
 """Configuration: presets compose, bad keys and values stop the run with a clear message."""
 
+import re
+
 import pytest
 
 from profl_strategy.engine.errors import ConfigError
@@ -49,6 +51,12 @@ def test_typed_keys_override_the_preset() -> None:
         ({"overrides": "train.nope=1"}, "train.nope"),
         ({"plans": "cheap"}, "'plans'"),
         ({"eval-test-size": -1}, "'eval-test-size'"),
+        (
+            {"val-fraction": 0.5},
+            "'val-fraction' (data.val_fraction) = 0.5 is invalid: it must be a number in [0, 0.5)",
+        ),
+        ({"val-fraction": -0.1}, "'val-fraction'"),
+        ({"val-fraction": "much"}, "'val-fraction'"),
         ({"final-average": -2}, "'final-average'"),
         ({"em-stop": "sometimes"}, "'em-stop'"),
         ({"plans": "exact", "method": "fedavg"}, "'plans'"),
@@ -56,7 +64,7 @@ def test_typed_keys_override_the_preset() -> None:
     ],
 )
 def test_bad_values_name_the_key(run_config: dict, names: str) -> None:
-    with pytest.raises(ConfigError, match=names.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(names)):
         compose_config(run_config)
 
 

@@ -74,6 +74,8 @@ def test_cache_key_covers_what_decides_the_partition(
         name(seed=1),
         name(data_dir=""),  # the hub's copy
         name(data_dir=str(other_data)),
+        name(val_fraction=0.1),  # validation rows held out
+        name(val_fraction=0.2),
     ]
     labels_file = raw / "train-labels-idx1-ubyte"
     labels_file.write_bytes(b"idx, replaced")  # a replaced data file
@@ -83,6 +85,28 @@ def test_cache_key_covers_what_decides_the_partition(
     monkeypatch.setattr(pc, "PARTITION_CACHE_VERSION", pc.PARTITION_CACHE_VERSION + 1)
     names.append(name())
     assert len(set(names)) == len(names), names
+    # no validation split: the partition it always was, so the cache it always had
+    assert name(val_fraction=0.0) == name()
+
+
+def test_validation_rows_are_a_seeded_share_cut_before_partitioning() -> None:
+    val, rest = ds.split_order(1000, 3, 0.1)
+    assert len(val) == 100 and len(rest) == 900
+    np.testing.assert_array_equal(np.sort(np.concatenate([val, rest])), np.arange(1000))
+    again, _ = ds.split_order(1000, 3, 0.1)
+    np.testing.assert_array_equal(val, again)  # from (n, seed, fraction) alone
+    assert not np.array_equal(np.sort(val), np.sort(ds.split_order(1000, 4, 0.1)[0]))
+    # 0: nothing held out, and the partitioner sees the order it always saw
+    none, everything = ds.split_order(1000, 3, 0.0)
+    assert len(none) == 0
+    np.testing.assert_array_equal(everything, ds.seeded_order(1000, 3))
+    assert ds.validation_count(5, 0.01) == 1  # a tiny split still validates on one row
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.5, 1.0])
+def test_a_bad_validation_share_names_the_key(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"'val-fraction' \(data.val_fraction\) = .*\[0, 0.5\)"):
+        ds.split_order(1000, 0, bad)
 
 
 def test_subsample_is_a_seeded_share_of_the_partition() -> None:
@@ -276,6 +300,34 @@ def test_hub_path_with_fake_hub(
     np.testing.assert_array_equal(
         ds.load_partition(name, 3, 4, data_dir="", **split)[0][:, 0, 0, 0], ids[3]
     )
+
+
+@pytest.mark.parametrize("name", ["femnist", "cifar10"])
+def test_hub_path_holds_out_validation_rows(
+    monkeypatch: pytest.MonkeyPatch, fresh_cache: Path, name: str
+) -> None:
+    """The hub's validation split is cut from the shuffled train split before partitioning,
+    as the local one: in no partition, and the partitions and it make up the train split."""
+    fake = _fake_hub(name, 200)
+    monkeypatch.setattr(datasets, "load_dataset", lambda **_: fake)
+    split = {"partitioner": "iid", "alpha": 1.0, "shards_per_partition": 2, "seed": 7}
+    parts = [
+        ds.load_partition(name, pid, 4, data_dir="", val_fraction=0.1, **split)[0][:, 0, 0, 0]
+        for pid in range(4)
+    ]
+    val_x, val_y = ds.load_validation(name, data_dir="", seed=7, val_fraction=0.1)
+    train_ids, val_ids = np.concatenate(parts), val_x[:, 0, 0, 0]
+    whole = 180 if name == "femnist" else 200  # FEMNIST's test split comes out first
+    assert len(val_ids) == len(val_y) == whole // 10
+    assert len(train_ids) + len(val_ids) == whole
+    assert len(np.unique(np.concatenate([train_ids, val_ids]))) == whole  # disjoint
+    labels, _ = ds.train_labels(name, data_dir="", seed=7, val_fraction=0.1)
+    assert len(labels) == len(train_ids)  # the server's partition check sees the same rows
+    test_x, _ = ds.load_test(name, data_dir="", seed=7)
+    assert not set(val_ids) & set(test_x[:, 0, 0, 0])
+    ds.clear_caches()  # another process: the same rows
+    again, _ = ds.load_validation(name, data_dir="", seed=7, val_fraction=0.1)
+    np.testing.assert_array_equal(again[:, 0, 0, 0], val_ids)
 
 
 def test_hub_failure_tells_how_to_use_local_data(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,12 @@ from benchmarks.accuracy.plateau import main, part_means
 from tests.support.reports import fake_run
 
 
+def validated_run(out: Path, method: str, vals: list[float], seed: int = 0) -> None:
+    """A run whose validation curve is ``vals`` and whose test curve is flat: the verdict
+    must come from the validation curve."""
+    fake_run(out, method, [0.5] * len(vals), need=1.0, plan_need=1.0, seed=seed, vals=vals)
+
+
 def test_part_means_split_rounds_into_equal_spans() -> None:
     means = part_means([1, 2, 3, 4, 5, 6, 7, 8], [0.1, 0.3, 0.5, 0.5, 0.6, 0.8, 0.9, 0.9], 8, 4)
     assert means == pytest.approx([0.2, 0.5, 0.7, 0.9])
@@ -21,9 +27,9 @@ def test_part_means_split_rounds_into_equal_spans() -> None:
 
 def test_rising_and_flat_curves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp"
-    fake_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8], need=1.0, plan_need=1.0)
-    fake_run(out, "fedavg", [0.2, 0.5, 0.6, 0.7], need=1.0, plan_need=1.0, seed=1)
-    fake_run(out, "allsmall", [0.5, 0.7, 0.8, 0.805], need=1.0, plan_need=1.0)
+    validated_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8])
+    validated_run(out, "fedavg", [0.2, 0.5, 0.6, 0.7], seed=1)
+    validated_run(out, "allsmall", [0.5, 0.7, 0.8, 0.805])
     main([str(out), "--method", "fedavg"])
     text = capsys.readouterr().out
     assert "| 0 | 0.200 | 0.400 | 0.600 | 0.800 | +20.0 |" in text
@@ -38,10 +44,21 @@ def test_upto_reads_only_the_first_rounds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cmp"
-    fake_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8], need=1.0, plan_need=1.0)
+    validated_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8])
     main([str(out), "--method", "fedavg", "--parts", "2"])
     assert "| 0 | 0.500 | 0.800 | +30.0 |" in capsys.readouterr().out
     main([str(out), "--method", "fedavg", "--parts", "2", "--upto", "4"])
     assert "| 0 | 0.300 | 0.700 | +40.0 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="ran 8 rounds, not 9"):
         main([str(out), "--method", "fedavg", "--upto", "9"])
+
+
+def test_runs_from_before_the_validation_split_need_test_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    fake_run(out, "fedavg", [0.2, 0.4, 0.6, 0.8], need=1.0, plan_need=1.0)
+    with pytest.raises(SystemExit, match="no validation accuracy.*--test-scores"):
+        main([str(out), "--method", "fedavg"])
+    main([str(out), "--method", "fedavg", "--test-scores"])
+    assert "| 0 | 0.200 | 0.400 | 0.600 | 0.800 | +20.0 |" in capsys.readouterr().out

@@ -29,6 +29,14 @@ def test_round_line_shows_progress_and_still_parses() -> None:
     assert "12/80" in line and line.rstrip().endswith("3.1s  2m05s")
     m = ROUND.match(line)
     assert m and (m["round"], m["sel"], m["need"], m["secs"]) == ("12", "4", "10.20", "3.1")
+    assert (m["acc"], m["val"], m["loss"]) == ("0.8100", "-", "0.5000")  # no validation split
+    m = ROUND.match(round_line(record | {"val_accuracy": 0.79}, total=80, left=125.0))
+    assert m and (m["acc"], m["val"], m["loss"], m["need"]) == (
+        "0.8100",
+        "0.7900",
+        "0.5000",
+        "10.20",
+    )
 
 
 def _measured(mb: float, budget: float, policy: str = "strict") -> dict:
@@ -54,11 +62,12 @@ def test_the_run_ends_in_words_not_json(tmp_path: Path, caplog) -> None:  # noqa
     for r in (1, 2):
         record = {"round": r, "stage": 2, "block": 0, "accuracy": 0.5 + r / 10}
         recorder.round(record | {"round_s": 1.0, "measured_nodes": calls})
-    summary = {"final_accuracy": 0.7, "seed": 0, "rounds": 2}
+    summary = {"final_accuracy": 0.7, "val_accuracy": 0.72, "seed": 0, "rounds": 2}
     with caplog.at_level(logging.INFO, logger="flwr"):
         recorder.finish(summary, {7: 5.0})
     text = caplog.text
     assert "final test accuracy 0.7000 (seed 0, 2 rounds" in text
+    assert "validation accuracy 0.7200" in text
     assert "tier    5.00 MB,   1 nodes,    2 calls: worst    9.0 MB" in text
     assert "2 calls: worst    9.0 MB against a call budget of   10.0 MB, 0 over" in text
     assert str(tmp_path / "results.json") in text

@@ -50,7 +50,7 @@ def test_hub_data_are_checked_on_the_column_the_nodes_split(
             assert split == "train"
             return datasets.Dataset.from_dict({"img": [0] * 600, "label": [0, 1, 2] * 200})
 
-    monkeypatch.setattr("profl_strategy.task.dataset._hub_full", lambda info, seed: Hub())
+    monkeypatch.setattr("profl_strategy.task.dataset._hub_full", lambda info, seed, val: Hub())
     check_partitions(DataSpec("cifar10", "", "shards", 0.5, 2), 100, seed=0)
     with pytest.raises(UnsplittableDataError, match="3.0 samples a node.*fewer shards a node"):
         check_partitions(DataSpec("cifar10", "", "shards", 0.5, 4), 200, seed=0)

@@ -1,7 +1,7 @@
 """FedAvg-full and ExclusiveFL: the whole model, trained by the nodes whose budget holds it.
 
-With ``memory_aware: false`` every node trains the whole model (FedAvg, the
-unconstrained upper bound); with it on, only nodes that hold full-model
+With ``memory_aware: false`` every node trains the whole model (FedAvg-full, the
+reference that ignores memory); with it on, only nodes that hold full-model
 training take part (ExclusiveFL). One full-model step, ``num_rounds`` rounds.
 """
 

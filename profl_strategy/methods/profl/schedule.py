@@ -150,7 +150,7 @@ class ProgressiveSchedule:
         return self.steps[self.index]
 
     def max_rounds(self) -> int:
-        """Upper bound on the rounds the whole schedule can take."""
+        """The most rounds the whole schedule can take."""
         return self.budget or sum(self.caps[s.stage] for s in self.steps)
 
     def cap(self) -> int:
