@@ -103,7 +103,7 @@ BOOL = _anything, "true or false"
 
 # The keys a user types, in the order of pyproject.toml's [tool.flwr.app.config].
 KEYS: tuple[Key, ...] = (
-    Key("preset", META + "experiment", help="conf/experiment/<preset>.yaml", default="laptop"),
+    Key("preset", META + "experiment", help="conf/experiment/<preset>.yaml", default="quickstart"),
     Key("overrides", META, help="any other Hydra override, "
         'e.g. "train.momentum=0.0 eval.batch_size=256"'),
     _k("resume", "resume", str, ((lambda v: not v or Path(v).expanduser().exists()),

@@ -29,7 +29,7 @@ def test_pyproject_keys_are_empty_but_the_preset() -> None:
     # "" lets a preset supply a key; a value there would override every preset.
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert list(config) == [k.name for k in KEYS]
-    assert {k: v for k, v in config.items() if v != ""} == {"preset": "laptop"}
+    assert {k: v for k, v in config.items() if v != ""} == {"preset": "quickstart"}
 
 
 def test_docs_table_is_the_declarations() -> None:
