@@ -123,16 +123,7 @@ def local_partitioner(p: Partition) -> Partitioner:
     (:mod:`~profl_strategy.task.partition_check`) share it: in one process
     (``server_app.inprocess``) the split is made once.
     """
-    key = (
-        p.dataset,
-        p.data_dir,
-        p.partitioner,
-        p.num_partitions,
-        p.alpha,
-        p.shards_per_partition,
-        p.seed,
-        p.val_fraction,
-    )
+    key = p.split_key()
     part = _LOCAL_PARTITIONERS.get(key)
     if part is None:
         import datasets
@@ -350,15 +341,7 @@ def _split_partition(p: Partition) -> tuple[np.ndarray, np.ndarray]:
         images, labels = _local_full(p.dataset, "train", p.data_dir)
         return images[rows], labels[rows]
     info = get_info(p.dataset)
-    key = (
-        p.dataset,
-        p.partitioner,
-        p.num_partitions,
-        p.alpha,
-        p.shards_per_partition,
-        p.seed,
-        p.val_fraction,
-    )
+    key = p.split_key()
     fds = _HUB_FDS.get(key)
     if fds is None:
         part = make_partitioner(p, label_column=info.label_column)

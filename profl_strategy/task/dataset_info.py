@@ -120,3 +120,8 @@ class Partition:
     seed: int
     data_dir: str
     val_fraction: float = 0.0
+
+    def split_key(self) -> tuple[object, ...]:
+        """Every field but the partition id: what decides the whole split, so one
+        partitioner serves every partition of it."""
+        return tuple(v for k, v in vars(self).items() if k != "partition_id")
