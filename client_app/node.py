@@ -144,7 +144,8 @@ class Call:
 
 
 def received_mb(msg: Message) -> float:
-    """MB of the arrays a message brought: the call holds them, so its peak counts them."""
+    """MB of the arrays a message brought: the call holds them until it has loaded them,
+    so its peak counts them."""
     records = msg.content.array_records.values()
     return sum(len(a.data) for record in records for a in record.values()) / 2**20
 
