@@ -94,8 +94,6 @@ class InProcessGrid(Grid):
 
     def deliver(self, msg: Message) -> Message | None:
         """The node's reply to ``msg`` (None: the node stays silent)."""
-        if self.clientapp is None:
-            self.clientapp = load_component()
         context = self.contexts[msg.metadata.dst_node_id]
         # A transport hands each node its own arrays, which its train call consumes as it
         # loads them; the server's records (shared by a round's messages) stay whole.
@@ -103,12 +101,18 @@ class InProcessGrid(Grid):
         for name, record in sent.items():
             msg.content[name] = ArrayRecord({k: own_copy(a) for k, a in record.items()})
         try:
-            return self.clientapp(msg, context)
+            return self.answer(msg, context)
         except Exception as err:  # noqa: BLE001 - becomes an error reply, as in Flower
             return Message(Error(code=2, reason=repr(err)), reply_to=msg)
         finally:
             for name, record in sent.items():
                 msg.content[name] = record
+
+    def answer(self, msg: Message, context: Context) -> Message | None:
+        """The ClientApp's reply to ``msg``, which holds the node's own copy of the arrays."""
+        if self.clientapp is None:
+            self.clientapp = load_component()
+        return self.clientapp(msg, context)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flwr.app import Error, Message
+from flwr.app import Context, Message
 
 from client_app.app import HANDLERS as CLIENT_HANDLERS
 from profl_strategy.engine.protocol import CONFIG, TRAIN_STEP, StepOrder
@@ -29,15 +29,18 @@ class InProcessGrid(inprocess.InProcessGrid):
         self.train_requests: list[tuple[int, int, int]] = []  # (node, stage, block)
 
     def deliver(self, msg: Message) -> Message | None:
-        """The handler's reply, rewritten by the node's fault if it has one."""
+        """The handler's reply, rewritten by the node's fault if it has one (the fault
+        sees the request with its arrays whole)."""
+        reply = super().deliver(msg)
+        node = msg.metadata.dst_node_id
+        if msg.metadata.message_type == TRAIN_STEP and node in self.faults:
+            return self.faults[node](msg, reply)  # type: ignore[arg-type]
+        return reply
+
+    def answer(self, msg: Message, context: Context) -> Message | None:
+        """The registered handler's reply (no mods), on the node's own copy of the arrays."""
         node, kind = msg.metadata.dst_node_id, msg.metadata.message_type
         if kind == TRAIN_STEP:
             step = StepOrder.from_record(msg.content[CONFIG]).step
             self.train_requests.append((node, step.stage, step.block))
-        try:
-            reply = HANDLERS[kind](msg, self.contexts[node])
-        except Exception as err:  # noqa: BLE001 - becomes an error reply, as in Flower
-            reply = Message(Error(code=2, reason=repr(err)), reply_to=msg)
-        if kind == TRAIN_STEP and node in self.faults:
-            return self.faults[node](msg, reply)
-        return reply
+        return HANDLERS[kind](msg, context)
