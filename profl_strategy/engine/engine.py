@@ -67,7 +67,8 @@ class Engine(FedAvg):
     schedule : Schedule
         Steps and round caps (:class:`~profl_strategy.engine.method.Schedule`): what
         each round trains and when the run is done. ProFL's is its progressive
-        schedule; a baseline's is one full-model step.
+        schedule; a baseline's is one full-model step
+        (:class:`~profl_strategy.engine.fixed_schedule.FixedSchedule`).
     fraction_train, min_train_nodes : float, int
         A round trains ``fraction_train`` of the online nodes, at least
         ``min_train_nodes``, at most the eligible ones (:meth:`selection_size`).

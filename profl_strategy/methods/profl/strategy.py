@@ -31,6 +31,7 @@ from profl_strategy.methods.profl.movement import (
     ConvergenceDetector,
     sampling_noise,
 )
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule
 from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 
 
@@ -42,12 +43,17 @@ class ProFL(Engine):
     detector : ConvergenceDetector
         Effective-movement test on the active block.
     **engine
-        The engine's arguments (:class:`~profl_strategy.engine.engine.Engine`); the
-        method options come in ``method_config`` (``plans``, ``carry_forward``).
+        The engine's arguments (:class:`~profl_strategy.engine.engine.Engine`), its
+        ``schedule`` a :class:`ProgressiveSchedule`; the method options come in
+        ``method_config`` (``plans``, ``carry_forward``).
     """
+
+    schedule: ProgressiveSchedule
 
     def __init__(self, *, detector: ConvergenceDetector, **engine: Any) -> None:
         super().__init__(**engine)
+        if not isinstance(self.schedule, ProgressiveSchedule):
+            raise ValueError("ProFL walks its progressive schedule: set method.full_model: false")
         self.detector = detector
         record = bool(self.method_config.get("em", {}).get("record", False))
         self.candidates = CandidateRecorder() if record else None
