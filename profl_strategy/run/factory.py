@@ -18,7 +18,6 @@ from profl_strategy.engine.step import STAGE_FULL, Step
 from profl_strategy.memory.model import block_parameter_counts, estimate_full
 from profl_strategy.methods.profl.movement import ConvergenceDetector
 from profl_strategy.methods.profl.schedule import ProgressiveSchedule
-from profl_strategy.methods.profl.strategy import ProFL
 from profl_strategy.run.server_spec import ScheduleSpec, ServerSpec
 from profl_strategy.task.dataset_info import get_info
 from profl_strategy.task.model_key import ModelKey
@@ -115,8 +114,10 @@ def build_schedule(spec: ServerSpec) -> Schedule:
 def build_strategy(spec: ServerSpec) -> Engine:
     """The method's Strategy (``method.strategy``) with its schedule (and EM detector).
 
-    Every argument is named here: ProFL (and ProFL + FedProx) take the effective-movement
-    detector as well, every other method the engine's arguments only.
+    Every argument is named here: a method that declares
+    :attr:`~profl_strategy.engine.engine.Engine.takes_detector` (ProFL, ProFL + FedProx)
+    gets the effective-movement detector as well, every other one the engine's
+    arguments only.
     """
     m, em, rounds = spec.method, spec.em, spec.rounds
     engine = {
@@ -132,7 +133,7 @@ def build_strategy(spec: ServerSpec) -> Engine:
         "final_average": spec.eval.final_average,
     }
     method = get_class(m.strategy)
-    if issubclass(method, ProFL):  # ProFL's effective movement
+    if method.takes_detector:
         detector = ConvergenceDetector(
             em.window, em.threshold, em.patience, em.variant, em.norm, em.sample
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from flwr.app import ArrayRecord
@@ -41,13 +41,14 @@ class ProFL(Engine):
     Parameters
     ----------
     detector : ConvergenceDetector
-        Effective-movement test on the active block.
+        Effective-movement test on the active block (hence :attr:`takes_detector`).
     **engine
         The engine's arguments (:class:`~profl_strategy.engine.engine.Engine`), its
         ``schedule`` a :class:`ProgressiveSchedule`; the method options come in
         ``method_config`` (``plans``, ``carry_forward``).
     """
 
+    takes_detector: ClassVar[bool] = True
     schedule: ProgressiveSchedule
 
     def __init__(self, *, detector: ConvergenceDetector, **engine: Any) -> None:
