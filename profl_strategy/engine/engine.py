@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from logging import ERROR, INFO, WARNING
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -67,7 +67,8 @@ class Engine(FedAvg):
     schedule : Schedule
         Steps and round caps (:class:`~profl_strategy.engine.method.Schedule`): what
         each round trains and when the run is done. ProFL's is its progressive
-        schedule; a baseline's is one full-model step.
+        schedule; a baseline's is one full-model step
+        (:class:`~profl_strategy.engine.fixed_schedule.FixedSchedule`).
     fraction_train, min_train_nodes : float, int
         A round trains ``fraction_train`` of the online nodes, at least
         ``min_train_nodes``, at most the eligible ones (:meth:`selection_size`).
@@ -84,7 +85,16 @@ class Engine(FedAvg):
     final_average : int
         Deliver the mean of the deliverable models of the last ``final_average``
         rounds (:class:`TailAverage`); 0 delivers the last round's model.
+
+    Attributes
+    ----------
+    takes_detector : bool
+        Class-level: True when the constructor also takes ``detector``, a convergence
+        test built from the config's ``method.em`` (ProFL's effective movement). The run
+        layer reads it to build one, so it names no method; the engine never uses it.
     """
+
+    takes_detector: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -5,9 +5,10 @@ things: what to train this round (:attr:`Schedule.current`, then
 :meth:`~profl_strategy.engine.engine.Engine.plan_round`), whether the run is done
 (:attr:`Schedule.done`), and the deliverable model
 (:meth:`~profl_strategy.engine.engine.Engine.final_model`). The schedule is typed
-here as a protocol so the engine imports no method: ProFL's
-:class:`~profl_strategy.methods.profl.schedule.ProgressiveSchedule` (which the
-baselines run as one full-model step) is one implementation.
+here as a protocol so the engine imports no method. Two implement it: the engine's
+:class:`~profl_strategy.engine.fixed_schedule.FixedSchedule` (one full-model step for
+the run's rounds: the baselines) and ProFL's
+:class:`~profl_strategy.methods.profl.schedule.ProgressiveSchedule`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Schedule(Protocol):
     @property
     def current(self) -> Step:
         """The step the next round trains."""
+        ...
+
+    def max_rounds(self) -> int:
+        """The most trained rounds the schedule can take (DepthFL ramps its KD weight over them)."""
         ...
 
     def record_round(self, converged: bool) -> Transition | None:

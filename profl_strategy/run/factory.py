@@ -11,11 +11,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from profl_strategy.engine.engine import Engine
+from profl_strategy.engine.fixed_schedule import FixedSchedule
+from profl_strategy.engine.method import Schedule
 from profl_strategy.engine.protocol import DataSpec, RunSpec, TrainSpec
+from profl_strategy.engine.step import STAGE_FULL, Step
 from profl_strategy.memory.model import block_parameter_counts, estimate_full
 from profl_strategy.methods.profl.movement import ConvergenceDetector
 from profl_strategy.methods.profl.schedule import ProgressiveSchedule
-from profl_strategy.methods.profl.strategy import ProFL
 from profl_strategy.run.server_spec import ScheduleSpec, ServerSpec
 from profl_strategy.task.dataset_info import get_info
 from profl_strategy.task.model_key import ModelKey
@@ -83,20 +85,23 @@ def server_spec(cfg: DictConfig) -> ServerSpec:
     return ServerSpec.from_config(cfg, run_spec(cfg))
 
 
-def build_strategy(spec: ServerSpec) -> Engine:
-    """The method's Strategy (``method.strategy``) with its schedule (and EM detector).
+def build_schedule(spec: ServerSpec) -> Schedule:
+    """The method's schedule: what each round trains and when the run ends.
 
-    Every argument is named here: ProFL (and ProFL + FedProx) take the effective-movement
-    detector as well, every other method the engine's arguments only.
+    A whole-model method (``method.full_model``) trains one full-model step for the
+    run's ``num_rounds`` (:class:`FixedSchedule`); ProFL walks its blocks
+    (:class:`ProgressiveSchedule`, from ``method``'s schedule and ``em`` keys).
     """
-    m, s, em, rounds = spec.method, spec.schedule, spec.em, spec.rounds
-    schedule = ProgressiveSchedule(
-        spec.run.model.spec().num_blocks,
+    blocks = spec.run.model.spec().num_blocks
+    if spec.method.full_model:
+        return FixedSchedule(Step(STAGE_FULL, blocks - 1), spec.num_rounds)
+    s, em = spec.schedule, spec.em
+    return ProgressiveSchedule(
+        blocks,
         s.min_rounds_per_step,
         s.max_rounds_stage1,
         s.max_rounds_stage2,
         shrink=s.shrink,
-        full_model_rounds=spec.num_rounds if m.full_model else 0,
         budget=spec.num_rounds if s.share_rounds else 0,
         condense_rounds=condense_rounds(s),
         share_weights=share_weights(spec.run.model, s.share_by),
@@ -104,9 +109,20 @@ def build_strategy(spec: ServerSpec) -> Engine:
         em_stop=em.stop,
         em_min_share=em.min_share,
     )
+
+
+def build_strategy(spec: ServerSpec) -> Engine:
+    """The method's Strategy (``method.strategy``) with its schedule (and EM detector).
+
+    Every argument is named here: a method that declares
+    :attr:`~profl_strategy.engine.engine.Engine.takes_detector` (ProFL, ProFL + FedProx)
+    gets the effective-movement detector as well, every other one the engine's
+    arguments only.
+    """
+    m, em, rounds = spec.method, spec.em, spec.rounds
     engine = {
         "run": spec.run,
-        "schedule": schedule,
+        "schedule": build_schedule(spec),
         "fraction_train": rounds.fraction,
         "min_train_nodes": rounds.min_nodes,
         "seed": spec.seed,
@@ -117,7 +133,7 @@ def build_strategy(spec: ServerSpec) -> Engine:
         "final_average": spec.eval.final_average,
     }
     method = get_class(m.strategy)
-    if issubclass(method, ProFL):  # ProFL's effective movement
+    if method.takes_detector:
         detector = ConvergenceDetector(
             em.window, em.threshold, em.patience, em.variant, em.norm, em.sample
         )

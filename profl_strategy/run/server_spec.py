@@ -33,9 +33,10 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """Steps and round caps of the method's schedule.
+    """Steps and round caps of ProFL's schedule.
 
-    See :class:`~profl_strategy.methods.profl.schedule.ProgressiveSchedule`.
+    See :class:`~profl_strategy.methods.profl.schedule.ProgressiveSchedule`; a
+    ``full_model`` method ignores them (its schedule is one step for ``num_rounds``).
     """
 
     min_rounds_per_step: int

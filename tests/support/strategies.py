@@ -6,7 +6,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from profl_strategy.engine.budgets import MemoryProfile
+from profl_strategy.engine.fixed_schedule import FixedSchedule
 from profl_strategy.engine.protocol import DataSpec, RunSpec, TrainSpec
+from profl_strategy.engine.step import STAGE_FULL, Step
 from profl_strategy.methods.baselines.submodel import TieredMethod
 from profl_strategy.methods.profl.movement import ConvergenceDetector
 from profl_strategy.methods.profl.schedule import ProgressiveSchedule
@@ -39,7 +41,7 @@ def strategy(cls: type[TieredMethod], key: ModelKey = CNN, **options: object) ->
     blocks = key.spec().num_blocks
     return cls(
         run=run_of(key),
-        schedule=ProgressiveSchedule(blocks, 1, 1, 1, full_model_rounds=2),
+        schedule=FixedSchedule(Step(STAGE_FULL, blocks - 1), 2),
         fraction_train=1.0,
         min_train_nodes=1,
         seed=0,

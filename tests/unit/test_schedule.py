@@ -50,21 +50,6 @@ def test_caps_below_minimum_are_rejected() -> None:
         ProgressiveSchedule(3, min_rounds=3, max_rounds_shrink=3, max_rounds_grow=2)
 
 
-def test_finished_full_model_run_resumes_with_more_rounds() -> None:
-    done = ProgressiveSchedule(4, 1, 1, 1, full_model_rounds=3)
-    for _ in range(3):
-        done.record_round(False)
-    assert done.done
-    longer = ProgressiveSchedule(4, 1, 1, 1, full_model_rounds=5)
-    longer.load_state_dict(done.state_dict())
-    assert not longer.done and longer.rounds_in_step == 3
-    longer.record_round(False)
-    assert longer.record_round(False) is not None and longer.done
-    same = ProgressiveSchedule(4, 1, 1, 1, full_model_rounds=3)
-    same.load_state_dict(done.state_dict())
-    assert same.done  # the same cap: nothing left to train
-
-
 def _walk(s: ProgressiveSchedule, converged_at: dict[str, int] | None = None) -> list[tuple]:
     """Run a schedule to its end; a step 'converges' after the rounds given for it."""
     ends, rounds = [], 0

@@ -11,8 +11,9 @@ the round loop and checkpoints are the engine's. What a family says:
 - how replies are placed in the global model for the engine's one merge.
 
 A node's tier is the largest one whose estimate fits its budget; nodes that fit
-none are not eligible. All run on the one-step full-model schedule
-(``method.full_model: true``) for ``num_rounds`` rounds.
+none are not eligible. All run on the engine's one-step full-model schedule
+(:class:`~profl_strategy.engine.fixed_schedule.FixedSchedule`, ``method.full_model:
+true``) for ``num_rounds`` rounds.
 """
 
 from __future__ import annotations

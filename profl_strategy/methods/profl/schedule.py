@@ -35,13 +35,7 @@ import math
 from collections.abc import Sequence
 
 from profl_strategy.engine.method import Transition
-from profl_strategy.engine.step import (
-    STAGE_CONDENSE,
-    STAGE_FULL,
-    STAGE_GROW,
-    STAGE_SHRINK,
-    Step,
-)
+from profl_strategy.engine.step import STAGE_CONDENSE, STAGE_GROW, STAGE_SHRINK, Step
 
 EM_STOPS = ("always", "save", "fixed-caps")  # when effective movement may end a step
 
@@ -64,7 +58,11 @@ def progressive_steps(num_blocks: int, shrink: bool = True, condense: bool = Fal
 
 
 class ProgressiveSchedule:
-    """Stateful walk over the steps; plain Python, checkpointable."""
+    """Stateful walk over the steps; plain Python, checkpointable.
+
+    ProFL's :class:`~profl_strategy.engine.method.Schedule`; the whole-model baselines
+    run on the engine's :class:`~profl_strategy.engine.fixed_schedule.FixedSchedule`.
+    """
 
     def __init__(
         self,
@@ -73,7 +71,6 @@ class ProgressiveSchedule:
         max_rounds_shrink: int,
         max_rounds_grow: int,
         shrink: bool = True,
-        full_model_rounds: int = 0,
         budget: int = 0,
         condense_rounds: int = 0,
         share_weights: Sequence[float] | None = None,
@@ -81,9 +78,7 @@ class ProgressiveSchedule:
         em_stop: str = "always",
         em_min_share: float = 0.0,
     ) -> None:
-        """``full_model_rounds > 0`` replaces both stages by that many rounds of
-        ordinary full-model training (the baselines), with no early stop.
-        ``budget > 0`` shares the run's rounds across stage 2 (module docstring);
+        """``budget > 0`` shares the run's rounds across stage 2 (module docstring);
         ``max_rounds_grow`` then only applies without a budget.
         ``condense_rounds > 0`` (with ``shrink``) adds condensing steps of that
         many rounds each. ``share_weights`` (one per block, > 0) weights the
@@ -98,8 +93,6 @@ class ProgressiveSchedule:
         one, every stage-2 step takes its share).
         ``em_min_share`` in [0, 1): effective movement may end a step only once it
         trained that share of its cap (0: from ``min_rounds`` on)."""
-        if full_model_rounds > 0:
-            min_rounds = max_rounds_shrink = max_rounds_grow = full_model_rounds
         if min_rounds < 1:
             raise ValueError(f"min-rounds-per-step must be >= 1, got {min_rounds}")
         for name, cap in (("stage1", max_rounds_shrink), ("stage2", max_rounds_grow)):
@@ -110,16 +103,13 @@ class ProgressiveSchedule:
         if condense_rounds < 0:
             raise ValueError(f"condense-rounds must be >= 0, got {condense_rounds}")
         self.steps = progressive_steps(num_blocks, shrink, condense_rounds > 0)
-        if full_model_rounds > 0:
-            self.steps = [Step(STAGE_FULL, num_blocks - 1)]
         self.min_rounds = min_rounds
         self.caps = {
-            STAGE_FULL: full_model_rounds,
             STAGE_SHRINK: max_rounds_shrink,
             STAGE_GROW: max_rounds_grow,
             STAGE_CONDENSE: condense_rounds,
         }
-        self.budget = budget if full_model_rounds <= 0 else 0
+        self.budget = budget
         weights = list(share_weights) if share_weights is not None else [1.0] * num_blocks
         if len(weights) != num_blocks or any(w <= 0 for w in weights):
             raise ValueError(f"share weights must be {num_blocks} numbers > 0, got {weights}")
@@ -213,11 +203,6 @@ class ProgressiveSchedule:
         """True if stage 1 trains every block before stage 2."""
         return any(s.stage == STAGE_SHRINK for s in self.steps)
 
-    @property
-    def full_model(self) -> bool:
-        """True for the baselines' single full-model step."""
-        return self.steps[0].stage == STAGE_FULL
-
     def state_dict(self) -> dict[str, int]:
         """Position in the schedule, for checkpoints."""
         return {
@@ -229,12 +214,7 @@ class ProgressiveSchedule:
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from a saved position.
-
-        A full-model schedule's length is ``num_rounds`` itself, so resuming it
-        with a larger ``num-server-rounds`` reopens the step: the saved rounds
-        count against the new cap instead of ending the run at the old one.
-        """
+        """Continue from a saved position."""
         self.index = int(state["index"])
         self.rounds_in_step = int(state["rounds_in_step"])
         self.rounds_total = int(state.get("rounds_total", self.rounds_in_step))
@@ -242,5 +222,3 @@ class ProgressiveSchedule:
             state.get("step_started_at", self.rounds_total - self.rounds_in_step)
         )
         self.rounds_saved = int(state.get("rounds_saved", 0))
-        if self.full_model and self.rounds_total < self.caps[STAGE_FULL]:
-            self.index, self.rounds_in_step = 0, self.rounds_total

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from flwr.app import ArrayRecord
@@ -31,6 +31,7 @@ from profl_strategy.methods.profl.movement import (
     ConvergenceDetector,
     sampling_noise,
 )
+from profl_strategy.methods.profl.schedule import ProgressiveSchedule
 from profl_strategy.methods.profl.step_model import GlobalModel, StepModel
 
 
@@ -40,14 +41,20 @@ class ProFL(Engine):
     Parameters
     ----------
     detector : ConvergenceDetector
-        Effective-movement test on the active block.
+        Effective-movement test on the active block (hence :attr:`takes_detector`).
     **engine
-        The engine's arguments (:class:`~profl_strategy.engine.engine.Engine`); the
-        method options come in ``method_config`` (``plans``, ``carry_forward``).
+        The engine's arguments (:class:`~profl_strategy.engine.engine.Engine`), its
+        ``schedule`` a :class:`ProgressiveSchedule`; the method options come in
+        ``method_config`` (``plans``, ``carry_forward``).
     """
+
+    takes_detector: ClassVar[bool] = True
+    schedule: ProgressiveSchedule
 
     def __init__(self, *, detector: ConvergenceDetector, **engine: Any) -> None:
         super().__init__(**engine)
+        if not isinstance(self.schedule, ProgressiveSchedule):
+            raise ValueError("ProFL walks its progressive schedule: set method.full_model: false")
         self.detector = detector
         record = bool(self.method_config.get("em", {}).get("record", False))
         self.candidates = CandidateRecorder() if record else None
