@@ -17,9 +17,9 @@ def config(data_dir: Path, out: Path, **extra: object) -> dict:
         "outputs-dir": str(out),
         "width": 0.25,
         "memory-profile": "uniform",
-        # partitions 0-5 of 60 draw no top-tier budget: scaled, the 75% tier holds
+        # partitions 0-5 of 60 draw the 30% and 50% tiers: scaled, the 50% tier holds
         # every step (a run whose steps no node holds stops before training)
-        "memory-scale": 1.5,
+        "memory-scale": 1.6,
         "seed": 3,
         "fraction-train": 0.5,
         "min-rounds-per-step": 1,
