@@ -248,7 +248,12 @@ class Engine(FedAvg):
         self.discover(grid, server_round, timeout)
         plan = self.plan_round(server_round, set(grid.get_node_ids()))
         messages = list(plan.messages(self.round_timeout))
-        record = {"round": server_round, "stage": step.stage, "block": step.block, "em": None}
+        record: dict[str, Any] = {
+            "round": server_round,
+            "stage": step.stage,
+            "block": step.block,
+            "em": None,
+        }
         transition: Transition | None = None
         if not messages:
             log(WARNING, "round %d: no node can hold step %s (needs %.1f MB; budgets of %s); "
@@ -279,7 +284,7 @@ class Engine(FedAvg):
     def begin_round(self, step: Any) -> None:
         """Prepare the round's step (ProFL enters a new step here)."""
 
-    def start(
+    def start(  # type: ignore[override]  # scores an nn.Module, not an ArrayRecord
         self,
         grid: Grid,
         initial_arrays: ArrayRecord | None = None,
@@ -328,7 +333,7 @@ class Engine(FedAvg):
         scored = evaluate_fn is not None and (due or self.schedule.done)
         if scored or self.tail is not None:
             record |= self.refresh(grid)
-        if scored:
+        if scored and evaluate_fn is not None:
             record.update(evaluate_fn(self.server_round, self.eval_model(step)))
             result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(
                 {k: float(record[k]) for k in ("accuracy", "loss")}

@@ -6,6 +6,7 @@ Used by the ServerApp and the benchmarks alike, so both build a method the same 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
@@ -120,5 +121,5 @@ def build_strategy(spec: ServerSpec) -> Engine:
         detector = ConvergenceDetector(
             em.window, em.threshold, em.patience, em.variant, em.norm, em.sample
         )
-        return method(detector=detector, **engine)
-    return method(**engine)
+        return cast(Engine, method(detector=detector, **engine))
+    return cast(Engine, method(**engine))

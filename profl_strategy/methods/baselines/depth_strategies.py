@@ -34,6 +34,7 @@ class DepthFL(TieredMethod):
 
     all_heads = True
     group_tops = False
+    model: DepthNet  # the engine's ``nn.Module``: blocks, heads and (InclusiveFL) tops
 
     def __init__(self, **kwargs: Any) -> None:
         mc = dict(kwargs.get("method_config") or {})
@@ -77,7 +78,7 @@ class DepthFL(TieredMethod):
         """DepthFL's consistency weight this round (0 without self-distillation)."""
         if not self.kd:
             return 0.0
-        return kd_ramp(server_round, self.kd_rampup * self.schedule.max_rounds())
+        return kd_ramp(server_round, self.kd_rampup * self.schedule.max_rounds())  # type: ignore[attr-defined]
 
     def order(self, tier: Tier, server_round: int) -> DepthOrder:
         depth = int(tier.value)
