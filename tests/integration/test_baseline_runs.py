@@ -81,6 +81,7 @@ def _heterofl_run(tmp_path: Path, data_dir: Path, eval_every: int) -> tuple[dict
     return summary, json.loads(results.read_text())["rounds"]
 
 
+@pytest.mark.slow
 def test_static_bn_asked_only_when_read_changes_no_score(
     data_dir: Path, tmp_path: Path, baseline_grid: None
 ) -> None:

@@ -17,6 +17,8 @@ import pytest
 from tests.support.client import DATA_MB
 from tests.support.paths import REPO
 
+pytestmark = pytest.mark.slow
+
 ROWS = [
     "cnn:0.5:32:s2b0:plain",  # the default run's model and batch (issue 36's table)
     "cnn:0.5:32:s2b0:mb8",
