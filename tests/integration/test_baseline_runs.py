@@ -25,6 +25,7 @@ def baseline_grid(task_identity: None) -> None:
     assert inprocess_grid.HANDLERS[QUERY_BN_STATS] is bn_statistics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["allsmall", "heterofl", "fedrolex", "depthfl", "inclusivefl"])
 def test_each_baseline_runs_and_evaluates_in_process(
     method: str, data_dir: Path, tmp_path: Path, baseline_grid: None

@@ -84,6 +84,7 @@ def test_a_split_flwr_datasets_cannot_make_stops_the_run_before_round_1(
 
 
 # ---- rounds without a usable reply ---------------------------------------------------
+@pytest.mark.slow
 def test_a_run_whose_every_node_fails_stops_and_shows_the_error_once(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
