@@ -79,9 +79,9 @@ def test_faulty_clients_never_reach_the_global_model(data_dir: Path, tmp_path: P
     nodes = [{"partition-id": i, "num-partitions": 60} for i in range(10)]
     grid = InProcessGrid(nodes, faults)
     grid.contexts[6].node_config["data-dir"] = "/no/such/dir"  # crashes in the handler
-    # a quarter of each node's 1,000 rows: the faults are in the replies, not the learning
-    extra = {"fraction-train": 1.0, "memory-scale": 4.0, "num-server-rounds": 30}
-    cfg = config(data_dir, tmp_path, **extra, **{"data-subsample": 0.25})
+    cfg = config(
+        data_dir, tmp_path, **{"fraction-train": 1.0, "memory-scale": 4.0, "num-server-rounds": 30}
+    )
     summary = run_profl(grid, cfg)
     assert summary["schedule_done"]
     assert summary["rejected_replies"] > 0  # the four liars
@@ -114,7 +114,10 @@ def test_infeasible_runs_stop_before_training(
     overhead = 1000 * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB
     nodes = [{**n, "memory-mb": memory_mb + overhead} for n in NODES]
     grid = InProcessGrid(nodes)
-    cfg = config(data_dir, tmp_path, method=method, **{"batch-size": batch_size})
+    # all 1,000 rows, as the overhead above counts them (the run stops before training)
+    cfg = config(
+        data_dir, tmp_path, method=method, **{"batch-size": batch_size, "data-subsample": 1.0}
+    )
     with pytest.raises(InfeasibleRunError, match=names) as err:
         run_profl(grid, cfg)
     assert "largest budget" in str(err.value)
