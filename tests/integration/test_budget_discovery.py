@@ -148,6 +148,7 @@ def test_run_goes_on_without_a_nan_node(
             "em-window": 2,
             "eval-every": 100,
             "checkpoint-every": 0,
+            "data-subsample": 0.25,  # 50 rows a node: the rounds, not the learning, count here
         },
     )
     assert summary["schedule_done"] and summary["rejected_replies"] == 0
