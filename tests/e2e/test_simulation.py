@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from flwr.common.config import parse_config_args
 
-from server_app.inprocess import simulate
 from tests.support.readme import ReadmeRun, option
 
 pytestmark = [pytest.mark.simulation, pytest.mark.slow]
@@ -75,14 +74,13 @@ def test_each_round_is_logged_with_its_metrics(run: tuple[str, dict]) -> None:
 
 
 def test_the_in_process_engine_runs_what_flwr_run_runs(
-    run: tuple[str, dict], readme_run: ReadmeRun, tmp_path: Path
+    run: tuple[str, dict], readme_run: ReadmeRun
 ) -> None:
     """``benchmarks.accuracy.compare --engine inprocess`` may stand in for ``flwr run``: the same
-    rounds, nodes, bytes and (up to float order) accuracy."""
+    rounds, nodes, bytes and (up to float order) accuracy. The in-process run is the shared
+    run's twin (``server_app.inprocess.simulate`` on the same config and nodes)."""
     _, res = run
-    config = parse_config_args([option(readme_run.argv, "--run-config")])
-    config["outputs-dir"] = str(tmp_path)
-    summary = simulate(config, num_nodes=num_supernodes(readme_run))
+    summary = readme_run.twin
     mine = json.loads((Path(summary["run_dir"]) / "results.json").read_text())["rounds"]
     same = ("round", "stage", "block", "eligible", "selected", "bytes_down", "bytes_up")
     assert [{k: r[k] for k in same} for r in mine] == [

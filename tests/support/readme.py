@@ -29,6 +29,7 @@ class ReadmeRun:
     home: Path  # the (fresh) Flower home of both
     results: list[dict]  # the ``results.json`` of ``run``
     seconds: float
+    twin: dict  # the same run in-process: its ``run_dir`` and ``final_accuracy``
 
     @property
     def log(self) -> str:
