@@ -50,7 +50,7 @@ def fit_width(
     model = build_full_model(key.spec())
     model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     trained = LabelMasked(model, mask, key.num_classes) if mask is not None else model
-    loss, seen = train_step(trained, loader, **hyper)  # type: ignore[arg-type]
+    loss, seen = train_step(trained, loader, **hyper)
     return loss, seen, _arrays(model)
 
 
@@ -68,9 +68,9 @@ def fit_depth(
     model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     loss, seen = train_step(
         model,
-        loader,  # type: ignore[arg-type]
+        loader,
         **hyper,
-        loss_fn=lambda outputs, y: depth_loss(outputs, y, kd_weight),
+        loss_fn=lambda outputs, y: depth_loss(outputs, y, kd_weight),  # type: ignore[arg-type]
     )
     return loss, seen, _arrays(model)
 

@@ -66,8 +66,8 @@ class Job(ABC, Generic[OrderT]):
     for the round, measured and held to its budget. A query that only reads does not."""
 
     def __init__(self, msg: Message) -> None:
-        self.order: OrderT = self.order_type.from_record(msg.content[CONFIG])  # type: ignore[assignment]
-        self.arrays: ArrayRecord = msg.content[ARRAYS]
+        self.order: OrderT = self.order_type.from_record(msg.content.config_records[CONFIG])  # type: ignore[assignment]
+        self.arrays: ArrayRecord = msg.content.array_records[ARRAYS]
 
     @abstractmethod
     def need_mb(self) -> float:

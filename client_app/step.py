@@ -32,7 +32,7 @@ def budget(msg: Message, context: Context) -> Message:
     (and logged here, on the node) instead of an exception: the strategy then
     leaves this node out and tells the user why, without a traceback.
     """
-    query = BudgetQuery.from_record(msg.content[CONFIG])
+    query = BudgetQuery.from_record(msg.content.config_records[CONFIG])
     try:  # light: a deployed ClientApp runs every message in a fresh process
         mb, source = node_budget(context, query.run, load=False)
     except NodeConfigError as err:
@@ -61,7 +61,7 @@ def fit_step(
     model = StepModel.of(key, step)
     model.load_state_dict(arrays.to_torch_state_dict(keep_input=False))
     if plan is None or plan == Plan():
-        loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))  # type: ignore[arg-type]
+        loss, seen = train_step(model, loader, **hyper, loss_fn=step_loss(step))
     else:
         loss, seen = train_with_plan(model, loader, plan, **hyper)
     state = model.state_dict()

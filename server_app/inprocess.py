@@ -29,6 +29,7 @@ from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.config import parse_config_args
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ class InProcessGrid(Grid):
         }
         self.clientapp = clientapp
 
-    def set_run(self, run_id: int) -> None:  # noqa: D102 - one run in-process
+    def set_run(self, run: Run) -> None:  # noqa: D102 - one run in-process
         pass
 
     @property

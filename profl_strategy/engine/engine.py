@@ -259,7 +259,12 @@ class Engine(FedAvg):
         self.discover(grid, server_round, timeout)
         plan = self.plan_round(server_round, set(grid.get_node_ids()))
         messages = list(plan.messages(self.round_timeout))
-        record = {"round": server_round, "stage": step.stage, "block": step.block, "em": None}
+        record: dict[str, Any] = {
+            "round": server_round,
+            "stage": step.stage,
+            "block": step.block,
+            "em": None,
+        }
         transition: Transition | None = None
         if not messages:
             log(WARNING, "round %d: no node can hold step %s (needs %.1f MB; budgets of %s); "
@@ -290,7 +295,7 @@ class Engine(FedAvg):
     def begin_round(self, step: Any) -> None:
         """Prepare the round's step (ProFL enters a new step here)."""
 
-    def start(
+    def start(  # type: ignore[override]  # scores an nn.Module, not an ArrayRecord
         self,
         grid: Grid,
         initial_arrays: ArrayRecord | None = None,
@@ -339,7 +344,7 @@ class Engine(FedAvg):
         scored = evaluate_fn is not None and (due or self.schedule.done)
         if scored or self.tail is not None:
             record |= self.refresh(grid)
-        if scored:
+        if scored and evaluate_fn is not None:
             scores = evaluate_fn(self.server_round, self.eval_model(step))
             record.update(scores)  # test, and validation where the evaluator has a split
             result.evaluate_metrics_serverapp[self.server_round] = MetricRecord(

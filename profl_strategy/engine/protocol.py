@@ -71,7 +71,7 @@ def unflatten(cls: type, rec: dict[str, Any] | ConfigRecord, prefix: str = "") -
     for f in fields(cls):
         kind, key = hints[f.name], prefix + _key(f.name)
         if is_dataclass(kind):
-            kwargs[f.name] = unflatten(kind, rec, key + ".")
+            kwargs[f.name] = unflatten(kind, rec, key + ".")  # type: ignore[arg-type]
         elif key in rec:
             kwargs[f.name] = _coerce(kind, rec[key])
     return cls(**kwargs)
@@ -262,7 +262,7 @@ class Reply:
     @classmethod
     def from_content(cls, content: RecordDict) -> Any:
         found = dict(content.metric_records.get(METRICS, {}))
-        found |= dict(content.config_records.get(CONFIG, {}))
+        found |= dict(content.config_records.get(CONFIG, {}))  # type: ignore[arg-type]
         return unflatten(cls, found)
 
 

@@ -117,7 +117,7 @@ class RoundOutcome:
         """The merge's input; ``rows`` (per node) restricts keys to some rows."""
         return [
             Update(
-                {k: a.numpy() for k, a in r.content[ARRAYS].items()},
+                {k: a.numpy() for k, a in r.content.array_records[ARRAYS].items()},
                 float(r.trained.num_examples),
                 r.assignment.where,
                 (rows or {}).get(r.node),
@@ -138,7 +138,7 @@ class RoundOutcome:
             "failed": self.failed,
             "rejected": self.rejected,
             "replies": self.replies,
-            "bytes_up": sum(r.content[ARRAYS].count_bytes() for r in self.good),
+            "bytes_up": sum(r.content.array_records[ARRAYS].count_bytes() for r in self.good),
             "peak_mb_measured": max((r.trained.peak_mb_measured for r in self.good), default=0.0),
             "measured_nodes": {
                 str(r.node): {
@@ -170,7 +170,7 @@ def array_problem(content: RecordDict, shapes: Shapes, examples: float) -> str |
     """Why a reply's arrays are not the expected keys and shapes of finite values, or None."""
     if ARRAYS not in content.array_records:
         return "no arrays"
-    arrays = content[ARRAYS]
+    arrays = content.array_records[ARRAYS]
     if sorted(arrays.keys()) != sorted(shapes):
         extra = sorted(set(arrays.keys()) - set(shapes))
         missing = sorted(set(shapes) - set(arrays.keys()))
@@ -227,7 +227,7 @@ def screen(
         node, sent = plan.assignment_of(reply)
         if reply.has_error():
             outcome.failed += 1
-            if not errors.add(plan.server_round, node, reply.error.reason):
+            if not errors.add(plan.server_round, node, reply.error.reason or "no reason given"):
                 repeats.append(node)
             continue
         answer = read_reply(reply.content) if reply.has_content() else None

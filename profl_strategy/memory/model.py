@@ -88,7 +88,7 @@ class MemoryEstimate:
         return d
 
 
-def _nbytes(tensors: list[torch.Tensor]) -> int:
+def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -262,7 +262,7 @@ def estimate_training(
     train.train_step`) with ``loss_fn(output, labels)`` at ``batch_size``."""
 
     def train(m: nn.Module, batches: Batches, _micro: int) -> None:
-        train_step(m, batches, **PROBE_HYPER, loss_fn=loss_fn)  # type: ignore[arg-type]
+        train_step(m, batches, **PROBE_HYPER, loss_fn=loss_fn)
 
     largest = []
     with torch.random.fork_rng(devices=[]):

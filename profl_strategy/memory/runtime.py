@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -68,15 +69,15 @@ def warm_up(key: ModelKey) -> None:
     from profl_strategy.task.train import train_step
 
     small = replace(key, width=min(key.width, 0.25))
-    hyper = {"epochs": 1, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+    hyper: dict[str, Any] = {"epochs": 1, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
              "proximal_mu": 0.0, "device": torch.device("cpu")}  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         batch = [(torch.randn(2, *key.input_shape), torch.randint(0, key.num_classes, (2,)))]
-        train_step(build_full_model(small.spec()), batch, **hyper)  # type: ignore[arg-type]
+        train_step(build_full_model(small.spec()), batch, **hyper)
         steps = progressive_steps(small.spec().num_blocks)
         for step in steps:
-            train_step(StepModel.of(small, step), batch, **hyper, loss_fn=step_loss(step))  # type: ignore[arg-type]
+            train_step(StepModel.of(small, step), batch, **hyper, loss_fn=step_loss(step))
         plan = Plan(micro_batch=1, checkpoint=True)
         train_with_plan(StepModel.of(small, steps[-1]), batch, plan, **hyper)
         train_with_plan(StepModel.of(small, steps[-1]), batch, Plan(fused_step=True), **hyper)

@@ -50,7 +50,7 @@ class LiveBytes(TorchDispatchMode):
             return
         self.live += nbytes
         # A storage's Python object lives exactly as long as the storage itself.
-        self.refs[ptr] = weakref.ref(storage, lambda _r, p=ptr, n=nbytes: self._gone(p, n))
+        self.refs[ptr] = weakref.ref(storage, lambda _r, p=ptr, n=nbytes: self._gone(p, n))  # type: ignore[misc]
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple = (), kwargs: Any = None

@@ -90,7 +90,7 @@ def build_spec(
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width!r}")
-    input_shape = tuple(int(d) for d in input_shape)
+    input_shape = tuple(int(d) for d in input_shape)  # type: ignore[assignment]
     fine = name.endswith(FINE)
     base = name.removesuffix(FINE)
     if name == "cnn":

@@ -52,7 +52,7 @@ class CNNSpec(BlockNetSpec):
     ) -> None:
         check_shape(input_shape, num_classes)
         self.num_classes = num_classes
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape)  # type: ignore[assignment]
         self.channels = [input_shape[0]] + [scale(c, width) for c in _CHANNELS]
 
     def make_block(self, t: int) -> nn.Module:

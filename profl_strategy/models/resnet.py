@@ -116,7 +116,7 @@ class ResNetSpec(BlockNetSpec):
             raise ValueError(f"layers must have {len(_PLANES)} entries, got {layers!r}")
         self.layers = tuple(layers)
         self.num_classes = num_classes
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape)  # type: ignore[assignment]
         planes = [scale(p, width) for p in _PLANES]
         # Blocks after the stem: (stride of the first BasicBlock, BasicBlocks in it).
         self.units: list[tuple[int, int]] = []

@@ -89,7 +89,7 @@ class VGGSpec(BlockNetSpec):
                 f"{pools} max-pools, got input_shape={tuple(input_shape)!r}"
             )
         self.num_classes = num_classes
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape)  # type: ignore[assignment]
         # Input channels of each block, then the last block's output channels.
         self.channels = [input_shape[0]] + [int(s[0]) for s in self.stages]
 

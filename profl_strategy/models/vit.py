@@ -39,7 +39,7 @@ class PatchEmbedding(nn.Module):
         self.conv_proj = nn.Conv2d(in_channels, hidden_dim, patch_size, patch_size)
         fan_in = in_channels * patch_size * patch_size
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
-        nn.init.zeros_(self.conv_proj.bias)
+        nn.init.zeros_(self.conv_proj.bias)  # type: ignore[arg-type]
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
         seq_length = (image_size // patch_size) ** 2 + 1
         self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, hidden_dim).normal_(std=0.02))
@@ -66,8 +66,8 @@ class ViTHead(nn.Module):
         self.ln = _norm_layer(hidden_dim)
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, num_classes)))
         # torchvision zero-initialises the classifier; keep its behaviour.
-        nn.init.zeros_(self.heads.head.weight)
-        nn.init.zeros_(self.heads.head.bias)
+        nn.init.zeros_(self.heads.head.weight)  # type: ignore[arg-type, union-attr]
+        nn.init.zeros_(self.heads.head.bias)  # type: ignore[arg-type, union-attr]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.ln(x)[:, 0])
@@ -115,7 +115,7 @@ class ViTSpec(BlockNetSpec):
                 f"num_layers={num_layers} is not a multiple of layers_per_block={layers_per_block}"
             )
         self.num_classes = num_classes
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape)  # type: ignore[assignment]
         self.patch_size = patch_size
         self.num_heads = num_heads
         self.hidden_dim = num_heads * max(1, round(scale(192, width) / num_heads))

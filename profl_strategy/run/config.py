@@ -191,7 +191,7 @@ def key_sources(run_config: dict[str, Any] | None = None) -> list[KeySource]:
         value = _value(full, key)
         if key.name in typed or key.group in typed or key.path in typed:
             source = "typed"
-        elif _value(with_preset, key) != _value(bare, key) or _names(in_preset, key):
+        elif _value(with_preset, key) != _value(bare, key) or _names(in_preset, key):  # type: ignore[arg-type]
             source = "preset"
         else:
             source = "default"

@@ -156,7 +156,7 @@ KEYS: tuple[Key, ...] = (
     _k("em-patience", "method.em.patience", int, INT_GE1, "... for this many rounds"),
     _k("em-variant", "method.em.variant", str, _one_of(VARIANTS),
        " | ".join(VARIANTS) + " (effective movement, README)"),
-    _k("em-norm", "method.em.norm", str, _one_of(NORMS),
+    _k("em-norm", "method.em.norm", str, _one_of(tuple(NORMS)),
        " | ".join(NORMS) + " (vector and scalar variants)"),
     _k("em-stop", "method.em.stop", str, _one_of(EM_STOPS),
        " | ".join(EM_STOPS) + ": may EM end a stage-2 step that has a share of the budget"),

@@ -6,11 +6,13 @@ Used by the ServerApp and the benchmarks alike, so both build a method the same 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from profl_strategy.engine.engine import Engine
+from profl_strategy.engine.errors import ConfigError
 from profl_strategy.engine.fixed_schedule import FixedSchedule
 from profl_strategy.engine.method import Schedule
 from profl_strategy.engine.protocol import DataSpec, RunSpec, TrainSpec
@@ -120,7 +122,7 @@ def build_strategy(spec: ServerSpec) -> Engine:
     arguments only.
     """
     m, em, rounds = spec.method, spec.em, spec.rounds
-    engine = {
+    engine: dict[str, Any] = {
         "run": spec.run,
         "schedule": build_schedule(spec),
         "fraction_train": rounds.fraction,
@@ -133,9 +135,13 @@ def build_strategy(spec: ServerSpec) -> Engine:
         "final_average": spec.eval.final_average,
     }
     method = get_class(m.strategy)
+    if not (isinstance(method, type) and issubclass(method, Engine)):
+        raise ConfigError(
+            f"method.strategy {m.strategy!r} is not a strategy of this app's engine "
+            "(profl_strategy.engine.engine.Engine): name one of conf/method/'s strategies"
+        )
     if method.takes_detector:
-        detector = ConvergenceDetector(
+        engine["detector"] = ConvergenceDetector(
             em.window, em.threshold, em.patience, em.variant, em.norm, em.sample
         )
-        return method(detector=detector, **engine)
     return method(**engine)

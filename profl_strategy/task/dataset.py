@@ -312,7 +312,7 @@ def make_loader(
         shuffle=train,
         generator=generator,
         num_workers=0,
-        collate_fn=channels_last_batch if channels_last else whole_batch,
+        collate_fn=channels_last_batch if channels_last else whole_batch,  # type: ignore[arg-type]
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ LossFn = Callable[[object, torch.Tensor], torch.Tensor]
 
 def train_step(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     epochs: int,
     lr: float,
@@ -22,7 +22,7 @@ def train_step(
     weight_decay: float,
     proximal_mu: float,
     device: torch.device,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = F.cross_entropy,  # type: ignore[assignment]
 ) -> tuple[float, int]:
     """Train the parameters that require grad; return mean loss and examples seen.
 
@@ -52,7 +52,7 @@ def train_step(
             if weight_decay:
                 with torch.no_grad():
                     have = [p for p in params if p.grad is not None]
-                    torch._foreach_add_([p.grad for p in have], have, alpha=weight_decay)
+                    torch._foreach_add_([p.grad for p in have], have, alpha=weight_decay)  # type: ignore[arg-type, misc]
             opt.step()
             total += loss.item() * len(y)
             seen += len(y)

@@ -30,7 +30,7 @@ from tests.apps.faulty_client import FAULTS
 from tests.support.flwr_cli import copy_app, flwr_run
 from tests.support.paths import REPO
 
-pytestmark = pytest.mark.simulation
+pytestmark = [pytest.mark.simulation, pytest.mark.slow]
 
 NODES = 10
 CRASH = next(p for p, fault in FAULTS.items() if fault == "crash")

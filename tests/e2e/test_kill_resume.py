@@ -25,6 +25,8 @@ from tests.inprocess_grid import InProcessGrid
 from tests.support.paths import REPO
 from tests.support.runs import NODES, config, steps_of
 
+pytestmark = pytest.mark.slow
+
 CHILD = """
 import json, sys
 from tests.support.flower import set_task_identity

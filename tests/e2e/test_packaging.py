@@ -23,6 +23,8 @@ import pytest
 
 from tests.support.paths import REPO
 
+pytestmark = pytest.mark.slow
+
 PACKAGES = ("server_app", "client_app", "profl_strategy")
 
 # Run in the venv, from outside the checkout: where the packages and configs come from, the

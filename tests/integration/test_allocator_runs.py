@@ -33,6 +33,7 @@ def run_outcome(out: Path) -> tuple[list, dict]:
     return outcome(read_results(path))
 
 
+@pytest.mark.slow
 @pytest.mark.simulation
 @pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed")
 def test_tcmalloc_changes_no_number_a_run_reports(tmp_path: Path, data_dir: Path) -> None:

@@ -25,6 +25,7 @@ def baseline_grid(task_identity: None) -> None:
     assert inprocess_grid.HANDLERS[QUERY_BN_STATS] is bn_statistics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["allsmall", "heterofl", "fedrolex", "depthfl", "inclusivefl"])
 def test_each_baseline_runs_and_evaluates_in_process(
     method: str, data_dir: Path, tmp_path: Path, baseline_grid: None
@@ -81,6 +82,7 @@ def _heterofl_run(tmp_path: Path, data_dir: Path, eval_every: int) -> tuple[dict
     return summary, json.loads(results.read_text())["rounds"]
 
 
+@pytest.mark.slow
 def test_static_bn_asked_only_when_read_changes_no_score(
     data_dir: Path, tmp_path: Path, baseline_grid: None
 ) -> None:

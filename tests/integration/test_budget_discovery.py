@@ -123,6 +123,7 @@ def test_offline_nodes_are_not_counted(
     assert grid.queries == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
 
 
+@pytest.mark.slow
 def test_run_goes_on_without_a_nan_node(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, no_data_term: None
 ) -> None:
@@ -147,6 +148,7 @@ def test_run_goes_on_without_a_nan_node(
             "em-window": 2,
             "eval-every": 100,
             "checkpoint-every": 0,
+            "data-subsample": 0.25,  # 50 rows a node: the rounds, not the learning, count here
         },
     )
     assert summary["schedule_done"] and summary["rejected_replies"] == 0
@@ -158,6 +160,7 @@ def test_run_goes_on_without_a_nan_node(
     assert grid.queries[3] == 1 + summary["rounds"] // REASK_LEFT_OUT_ROUNDS
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("task_identity")
 def test_memory_unaware_profl_with_plans_is_never_refused(data_dir: Path, tmp_path: Path) -> None:
     """Ignoring memory, each order's estimate is still the one the node makes."""

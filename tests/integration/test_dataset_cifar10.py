@@ -19,6 +19,7 @@ DATA_DIR = shared_data()
 DATA = str(DATA_DIR)
 
 pytestmark = [
+    pytest.mark.slow,  # decodes the 50,000 training JPEGs
     pytest.mark.skipif(
         not (DATA_DIR / CIFAR10_FOLDER).is_dir(),
         reason=f"offline CIFAR-10 not found in {DATA_DIR} (set PROFL_DATA_DIR)",

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.paths import REPO
 
 
+@pytest.mark.slow
 def test_offline_hub_raises_runtime_error(tmp_path: Path) -> None:
     """The real hub path with HF forced offline fails fast with the advice."""
     code = (

@@ -14,7 +14,7 @@ from tests.support.runs import config, read_rounds
 
 NODES = [{"partition-id": i, "num-partitions": 60} for i in range(6)]
 
-pytestmark = pytest.mark.usefixtures("task_identity")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("task_identity")]
 
 
 def test_denoised_em_measures_the_nodes_spread(data_dir: Path, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.support.runs import config
 
+pytestmark = pytest.mark.slow
+
 NODES = [{"partition-id": i, "num-partitions": 300} for i in range(4)]
 
 

@@ -24,6 +24,8 @@ from profl_strategy.memory.model import estimate_step
 from tests.support.client import DATA_MB, KEY, NODE, STEP, message
 from tests.support.paths import REPO
 
+pytestmark = pytest.mark.slow  # fresh interpreters, each importing torch
+
 # Imported on first use by the handlers that need them (a model, the data), never on import.
 LAZY = (
     "torchvision",  # the architectures and the offline MNIST reader

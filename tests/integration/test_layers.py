@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.paths import REPO as ROOT
 
 ENGINE = ROOT / "profl_strategy" / "engine"
@@ -43,6 +45,7 @@ def test_engine_sources_import_no_method() -> None:
     assert not bad, f"the engine imports a method or the run layer: {sorted(bad)}"
 
 
+@pytest.mark.slow
 def test_importing_the_engine_loads_no_method() -> None:
     modules = [f"profl_strategy.engine.{p.stem}" for p in sorted(ENGINE.glob("*.py"))]
     code = (

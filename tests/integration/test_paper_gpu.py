@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from benchmarks.accuracy import paper_gpu
 from benchmarks.common.gpu_bundle import subset_cifar10
 
 
+@pytest.mark.slow
 def test_paper_gpu_script_runs_in_process_and_reports(data_dir: Path, tmp_path: Path) -> None:
     """Both methods train in-process (no Ray, no SuperLink), curves and peaks are written."""
     code = paper_gpu.main([

@@ -61,6 +61,7 @@ def test_partitions_disjoint_and_cover_train(kind: str) -> None:
     assert len(np.unique(everything)) == 60000  # disjoint and covering
 
 
+@pytest.mark.slow
 def test_partitions_deterministic_for_seed() -> None:
     first = _rows("dirichlet", seed=3)
     ds.clear_caches()  # rebuild the partitioner from scratch

@@ -11,6 +11,7 @@ import pytest
 from benchmarks.accuracy.compare import main
 
 
+@pytest.mark.slow
 @pytest.mark.simulation
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_two_runs_at_once_each_pinned_to_one_cpu(tmp_path: Path, data_dir: Path) -> None:

@@ -11,6 +11,8 @@ from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.support.runs import config, read_rounds
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.usefixtures("task_identity")
 def test_profl_run_with_the_authors_stage_1(data_dir: Path, tmp_path: Path) -> None:

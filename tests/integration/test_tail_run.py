@@ -10,6 +10,8 @@ from server_app.app import run_profl
 from tests.inprocess_grid import InProcessGrid
 from tests.support.runs import config
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.usefixtures("task_identity")
 def test_a_profl_run_delivers_its_last_step_averaged(data_dir: Path, tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def test_a_split_flwr_datasets_cannot_make_stops_the_run_before_round_1(
 
 
 # ---- rounds without a usable reply ---------------------------------------------------
+@pytest.mark.slow
 def test_a_run_whose_every_node_fails_stops_and_shows_the_error_once(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -108,6 +109,7 @@ def test_a_run_whose_every_node_fails_stops_and_shows_the_error_once(
     assert sum("stopping after round 3" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.slow
 def test_rounds_with_some_usable_replies_do_not_count(data_dir: Path, tmp_path: Path) -> None:
     grid = SentGrid(nodes(4))
     for node in (1, 2, 3):  # one node in four still trains

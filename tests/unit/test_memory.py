@@ -109,6 +109,7 @@ def test_cuda_workspace_term_follows_pytorchs_rule() -> None:
     assert cuda_workspace_mb((9, 0), ":4096:8:16:8") == 2 * (32 + 0.125)
 
 
+@pytest.mark.slow
 def test_finer_blocks_lower_resnets_worst_step() -> None:
     """One block per BasicBlock: the worst step needs less, full training the same.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.memory.methods import Job, _model_and_loss, from_preset, jobs_of_run
@@ -82,6 +83,7 @@ def test_each_job_builds_the_clients_model_and_trains() -> None:
     assert plan is not None and plan.micro_batch == 16
 
 
+@pytest.mark.slow
 def test_planned_jobs_follow_each_strategys_own_choice() -> None:
     spec = from_preset("laptop", 20, ["profl", "fedavg", "exclusive", "heterofl", "depthfl"], "")
     runs = {r["method"]: [Job(**j) for j in r["jobs"]] for r in spec["runs"]}

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.speed import step_time
 
 
+@pytest.mark.slow
 def test_step_time_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     argv = ["step_time", "--preset", "fmnist_cpu", "--ratios", "1,0.5", "--steps", "2"]
     monkeypatch.setattr(sys, "argv", [*argv, "--warmup", "1"])

@@ -14,6 +14,7 @@ H100, :func:`profl_strategy.memory.model.cuda_workspace_mb`) and cuDNN's;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache, partial
 
@@ -43,7 +44,7 @@ from profl_strategy.task.model_key import ModelKey
 from profl_strategy.task.train import train_step
 
 
-def _nbytes(tensors: list[torch.Tensor]) -> int:
+def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -230,7 +231,7 @@ def _plan_trainer(plan: Plan) -> Trainer:
     def train(model: nn.Module, batches: Batches, micro: int) -> None:
         shaped = replace(plan, micro_batch=micro)
         if shaped == Plan():
-            step = model.step  # type: ignore[union-attr]
+            step = model.step
             train_step(model, batches, **PROBE_HYPER, loss_fn=step_loss(step))  # type: ignore[arg-type]
         else:
             train_with_plan(model, batches, shaped, **PROBE_HYPER)  # type: ignore[arg-type]

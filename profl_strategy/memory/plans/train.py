@@ -117,11 +117,11 @@ class FullBatchNormStats:
             n = sum(c for c, _, _ in parts)
             mean = sum(c * m for c, m, _ in parts) / n
             m2 = sum(c * (v + (m - mean).square()) for c, m, v in parts)
-            bn.num_batches_tracked.add_(1)
-            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - f).add_(mean.to(bn.running_mean.dtype), alpha=f)
+            bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)  # type: ignore[arg-type]
+            bn.running_mean.mul_(1 - f).add_(mean.to(bn.running_mean.dtype), alpha=f)  # type: ignore[union-attr]
             unbiased = m2 / max(n - 1, 1)
-            bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)
+            bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)  # type: ignore[union-attr]
             parts.clear()
 
     def close(self) -> None:
@@ -289,7 +289,7 @@ def prefix_outputs(
                 feats = torch.empty((len(y), *f.shape[1:]), dtype=f.dtype, pin_memory=pin)
             feats[start : start + len(f)].copy_(f, non_blocking=pin)
         out.append((feats, y))
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _epoch_batches(

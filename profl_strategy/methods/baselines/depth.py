@@ -216,8 +216,8 @@ def depth_loss(outputs: Sequence[torch.Tensor], y: torch.Tensor, kd_weight: floa
     loss = sum(F.cross_entropy(o, y) for o in outputs)
     if kd_weight > 0 and n > 1:
         kd = sum(kl_to(outputs[i], outputs[j]) for i in range(n) for j in range(n) if i != j)
-        loss = loss + kd_weight * kd / (n - 1)
-    return loss
+        loss = loss + kd_weight * kd / (n - 1)  # type: ignore[assignment]
+    return loss  # type: ignore[return-value]
 
 
 def kd_ramp(server_round: int, rampup_rounds: float) -> float:

@@ -34,6 +34,7 @@ class DepthFL(TieredMethod):
 
     all_heads = True
     group_tops = False
+    model: DepthNet  # the engine's ``nn.Module``: blocks, heads and (InclusiveFL) tops
 
     def __init__(self, **kwargs: Any) -> None:
         mc = dict(kwargs.get("method_config") or {})

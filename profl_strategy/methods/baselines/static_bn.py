@@ -100,6 +100,6 @@ def pool_statistics(
         layer = key[: -len(MEAN)]
         mean = sum(w * s[key] for s, w in stats) / total
         second = sum(w * (s[layer + VAR] + s[key] ** 2) for s, w in stats) / total
-        out[key] = mean.astype(np.float32)
+        out[key] = mean.astype(np.float32)  # type: ignore[union-attr]
         out[layer + VAR] = np.maximum(second - mean**2, 0.0).astype(np.float32)
     return out

@@ -226,4 +226,4 @@ class LabelMasked(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).masked_fill(~self.mask, 0.0)
+        return self.model(x).masked_fill(~self.mask, 0.0)  # type: ignore[operator]

@@ -169,7 +169,7 @@ class HeteroFL(TieredMethod):
                 log(WARNING, "BN statistics of node %s rejected: %s", reply.metadata.src_node_id,
                     problem)  # fmt: skip
                 continue
-            arrays_np = {k: a.numpy() for k, a in reply.content[ARRAYS].items()}
+            arrays_np = {k: a.numpy() for k, a in reply.content.array_records[ARRAYS].items()}
             stats.append((arrays_np, float(answer.num_examples)))  # type: ignore[union-attr]
         if not stats:
             log(WARNING, "round %d: no BN statistics (%d nodes asked, need %.1f MB); the "

@@ -27,7 +27,7 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [
         m
         for m in module.modules()
-        if not list(m.children()) and (list(m.parameters()) or list(m.buffers()))
+        if not list(m.children()) and (list(m.parameters()) or list(m.buffers()))  # type: ignore[arg-type]
     ]
 
 
@@ -60,12 +60,12 @@ def condense_into_output_module(model: GlobalModel, t: int) -> int:
     last = len(model.blocks) - 1
     if not 0 <= t < last:
         raise ValueError(f"block {t} has no output module (valid: 0..{last - 1})")
-    out = model.out[str(t)]
+    out = model.output_module(t)
     copied = copy_matching_layers(model.blocks[t + 1], out.standins[0])
     if t + 1 == last:
         copy_matching_layers(model.head, out.head)
         return copied
-    nxt = model.out[str(t + 1)]
+    nxt = model.output_module(t + 1)
     for mine, theirs in zip(out.standins[1:], nxt.standins, strict=False):
         mine.load_state_dict(theirs.state_dict())
     copy_matching_layers(nxt.head, out.head)
@@ -81,11 +81,11 @@ def carry_forward(model: GlobalModel, t: int, block_trained: bool) -> int:
     last = len(model.blocks) - 1
     if not 1 <= t <= last:
         raise ValueError(f"stage-2 step {t} has no step before it (valid: 1..{last})")
-    prev = model.out[str(t - 1)]
+    prev = model.output_module(t - 1)
     copied = 0 if block_trained else copy_matching_layers(prev.standins[0], model.blocks[t])
     if t == last:
         return copied + copy_matching_layers(prev.head, model.head)
-    out = model.out[str(t)]
+    out = model.output_module(t)
     for mine, theirs in zip(out.standins, prev.standins[1:], strict=False):
         copied += copy_matching_layers(theirs, mine)
     return copied + copy_matching_layers(prev.head, out.head)

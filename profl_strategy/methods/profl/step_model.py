@@ -23,7 +23,7 @@ server can merge replies key by key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -252,6 +252,10 @@ class GlobalModel(nn.Module):
         self.head = spec.make_head()
         self.front = nn.ModuleDict({str(t): Front(spec, t) for t in range(1, last + 1)})
         self.out = nn.ModuleDict({str(t): OutputModule(spec, t, out_depth) for t in range(last)})
+
+    def output_module(self, t: int) -> OutputModule:
+        """``out.{t}``, as its type (indexing a ``ModuleDict`` gives a plain ``nn.Module``)."""
+        return cast(OutputModule, self.out[str(t)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -49,7 +49,8 @@ class ProFL(Engine):
     """
 
     takes_detector: ClassVar[bool] = True
-    schedule: ProgressiveSchedule
+    model: GlobalModel  # the engine's ``nn.Module``, with ProFL's blocks and output modules
+    schedule: ProgressiveSchedule  # the engine's ``Schedule``, with ProFL's stages
 
     def __init__(self, *, detector: ConvergenceDetector, **engine: Any) -> None:
         super().__init__(**engine)
@@ -156,7 +157,12 @@ class ProFL(Engine):
         t = self.schedule.current.block
         names = [f"blocks.{t}.{n}" for n, _ in self.model.blocks[t].named_parameters()]
         updates = [
-            torch.cat([torch.from_numpy(r.content[ARRAYS][k].numpy()).flatten() for k in names])
+            torch.cat(
+                [
+                    torch.from_numpy(r.content.array_records[ARRAYS][k].numpy()).flatten()
+                    for k in names
+                ]
+            )
             for r in outcome.good
         ]
         weights = [float(r.trained.num_examples) for r in outcome.good]
@@ -225,7 +231,12 @@ class ProFL(Engine):
 
         last = self._step_started
         cut = not self.schedule.done and last is not None
-        if cut and last.stage != STAGE_CONDENSE and last != self.schedule.steps[-1]:
+        if (
+            cut
+            and last is not None
+            and last.stage != STAGE_CONDENSE
+            and last != self.schedule.steps[-1]
+        ):
             return self.step_model(last)
         full = build_full_model(self.key.spec())
         state = self.model.state_dict()
