@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.fresh import run_fresh
 from tests.support.paths import REPO
 
 
@@ -30,14 +29,6 @@ def test_offline_hub_raises_runtime_error(tmp_path: Path) -> None:
         "HF_HOME": str(tmp_path / "hf"),
         "PYTHONPATH": str(REPO),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    result = run_fresh(code, env=env, timeout=90)
     assert "RAISED" in result.stdout, result.stderr[-2000:]
     assert "data-dir" in result.stdout

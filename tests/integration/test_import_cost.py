@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from flwr.common.serde import message_to_proto
 from profl_strategy.engine.protocol import TRAIN_STEP
 from profl_strategy.memory.model import estimate_step
 from tests.support.client import DATA_MB, KEY, NODE, STEP, message
-from tests.support.paths import REPO
+from tests.support.fresh import run_fresh
 
 pytestmark = pytest.mark.slow  # fresh interpreters, each importing torch
 
@@ -109,15 +107,7 @@ print(json.dumps({
 
 def probe(code: str = PROBE, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``code`` (by default: import the ClientApp, answer a budget query) afresh."""
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(LAZY), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_fresh(code, json.dumps(LAZY), *args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -23,6 +21,7 @@ from profl_strategy.task import dataset as ds
 from profl_strategy.task.dataset_info import Partition
 from profl_strategy.task.local_data import load_local_labels
 from server_app.inprocess import simulate
+from tests.support.fresh import run_fresh
 from tests.support.partitions import NUM_PARTITIONS, SPLIT
 from tests.support.paths import REPO, shared_data
 
@@ -88,15 +87,7 @@ def test_the_split_is_the_same_in_a_fresh_process_and_after_clearing_caches() ->
     ds.clear_caches()  # the partitioner rebuilt from scratch
     assert _digest(ds.split_order(TRAIN_ROWS, 3, VAL)[0], _parts(VAL, seed=3)) == here
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", DIGEST, json.dumps(split), str(NUM_PARTITIONS)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_fresh(DIGEST, json.dumps(split), str(NUM_PARTITIONS), env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == here
     other = _digest(ds.split_order(TRAIN_ROWS, 4, VAL)[0], _parts(VAL, seed=4))
