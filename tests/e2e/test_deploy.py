@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
+from profl_strategy.task.dataset import validation_count
 from tests.support.paths import REPO, shared_data
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
@@ -32,15 +34,20 @@ DATA = shared_data()
 WIDTH = 0.25
 # 4 steps per stage, one round each; the progressive machinery this test checks, pinned:
 # both stages, fixed caps, plain training, one-block output modules (budgets sized for it).
+VAL_FRACTION = 0.1
 RUN_CONFIG = (
-    "min-rounds-per-step=1 max-rounds-stage1=1 max-rounds-stage2=1 num-server-rounds=8 "
+    f"preset='laptop' val-fraction={VAL_FRACTION} min-rounds-per-step=1 max-rounds-stage1=1 "
+    "max-rounds-stage2=1 num-server-rounds=8 "
     f"width={WIDTH} partitioner='iid' seed=0 share-rounds=false plans='off' "
     "overrides='method.shrink=true method.output_depth=1'"
 )
-NUM_PARTITIONS = 30  # 2k Fashion-MNIST images per node: a round is mostly Flower's own
-# What a CPU node holds besides the model and takes off its memory-mb: its 6k rows (uint8
-# images, int64 labels) and the runtime allowance (client_app.node.call_overhead_mb).
-OVERHEAD_MB = 60_000 // NUM_PARTITIONS * (28 * 28 + 8) / 2**20 + 3.5
+NUM_PARTITIONS = 30  # 1.8k Fashion-MNIST images per node: a round is mostly Flower's own
+# What a CPU node holds besides the model and takes off its memory-mb: its rows (uint8
+# images, int64 labels; the server's validation rows are in no partition) and the runtime
+# allowance (client_app.node.call_overhead_mb). The run pins its preset: a preset that
+# subsamples would make a node hold its whole partition besides (client_app.node.data_mb).
+ROWS = (60_000 - validation_count(60_000, VAL_FRACTION)) // NUM_PARTITIONS
+OVERHEAD_MB = ROWS * (28 * 28 + 8) / 2**20 + CPU_CALL_ALLOWANCE_MB
 
 
 def _free_ports(n: int) -> list[int]:
