@@ -42,6 +42,7 @@ from profl_strategy.task.images import (
 )
 from profl_strategy.task.local_data import LOCAL_DATASETS, load_local_labels, load_local_split
 from profl_strategy.task.partition_cache import cache_files, read_partition, save_partition
+from profl_strategy.task.split_order import split_order, validation_count
 
 if TYPE_CHECKING:
     import datasets
@@ -50,9 +51,7 @@ if TYPE_CHECKING:
 
 
 PARTITIONER_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards")
-# The validation split: at most this share of the train split (the run-config key's bound),
-# named VAL_SPLIT among the hub's splits once it is held out.
-MAX_VAL_FRACTION = 0.5
+# The validation split's name among the hub's splits once it is held out.
 VAL_SPLIT = "profl-validation"
 # Dirichlet re-samples until every client has this many samples; kept small so
 # that small alphas with many clients still succeed within its 10 attempts.
@@ -136,42 +135,6 @@ def local_partitioner(p: Partition) -> Partitioner:
         part.load_partition(0)  # splits now: a split that failed is not kept to retry
         _LOCAL_PARTITIONERS[key] = part
     return part
-
-
-def seeded_order(n: int, seed: int) -> np.ndarray:
-    """The order local train rows reach the partitioner: shuffled by seed first, as
-    ``FederatedDataset`` shuffles the hub's, so IID partitions are random too."""
-    return np.random.default_rng(seed).permutation(n)
-
-
-def validation_count(n: int, val_fraction: float) -> int:
-    """How many of the train split's ``n`` rows the server holds out for validation.
-
-    At least one once ``val_fraction`` > 0, so a tiny split still has something to score;
-    0 holds out none. A value outside ``[0, MAX_VAL_FRACTION)`` is refused here too, for
-    callers that skip the run-config check.
-    """
-    if not 0 <= val_fraction < MAX_VAL_FRACTION:
-        raise ValueError(
-            f"'val-fraction' (data.val_fraction) = {val_fraction!r} is invalid: it must be "
-            f"a number in [0, {MAX_VAL_FRACTION:g}) (0: no validation split)"
-        )
-    return max(1, round(val_fraction * n)) if val_fraction > 0 else 0
-
-
-def split_order(n: int, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The train split's rows in :func:`seeded_order`, cut in two: ``(validation rows,
-    the rows the partitioner gets, in the order it gets them)``.
-
-    The validation rows are the first :func:`validation_count` of the seeded order: a
-    uniform draw that depends on ``(n, seed, val_fraction)`` only, so the server and
-    every node (each its own process) cut the same rows without talking to each other.
-    With ``val_fraction=0`` the partitioner sees exactly :func:`seeded_order`, so the
-    partitions are those of a run without a validation split.
-    """
-    order = seeded_order(n, seed)
-    held = validation_count(n, val_fraction)
-    return order[:held], order[held:]
 
 
 def train_labels(

@@ -106,7 +106,7 @@ class Partition:
     used by ``"dirichlet"`` only and ``shards_per_partition`` by ``"shards"``
     only; ``data_dir=""`` reads the Hugging Face Hub. ``val_fraction`` is the seeded
     share of the train split the server holds out for validation
-    (:func:`~profl_strategy.task.dataset.split_order`): those rows are removed before
+    (:func:`~profl_strategy.task.split_order.split_order`): those rows are removed before
     the split into partitions, and 0 leaves every partition as it was without it.
     """
 

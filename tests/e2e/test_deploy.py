@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from profl_strategy.memory.runtime import CPU_CALL_ALLOWANCE_MB
-from profl_strategy.task.dataset import validation_count
+from profl_strategy.task.split_order import validation_count
 from tests.support.paths import REPO, shared_data
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]

@@ -20,6 +20,7 @@ import pytest
 from profl_strategy.task import dataset as ds
 from profl_strategy.task.dataset_info import Partition
 from profl_strategy.task.local_data import load_local_labels
+from profl_strategy.task.split_order import seeded_order, split_order
 from server_app.inprocess import simulate
 from tests.support.fresh import run_fresh
 from tests.support.partitions import NUM_PARTITIONS, SPLIT
@@ -44,8 +45,9 @@ DIGEST = """
 import hashlib, json, sys
 import numpy as np
 from profl_strategy.task import dataset as ds
+from profl_strategy.task.split_order import split_order
 split, n = json.loads(sys.argv[1]), int(sys.argv[2])
-val = ds.split_order(60_000, split["seed"], split["val_fraction"])[0]
+val = split_order(60_000, split["seed"], split["val_fraction"])[0]
 parts = [ds.partition_rows("fmnist", pid, n, **split) for pid in range(n)]
 print(hashlib.sha256(np.concatenate([val, *parts]).astype(np.int64).tobytes()).hexdigest())
 """
@@ -62,7 +64,7 @@ def _digest(val: np.ndarray, parts: list[np.ndarray]) -> str:
 
 @pytest.mark.parametrize("kind", ["iid", "dirichlet"])
 def test_validation_rows_are_in_no_partition_and_the_sizes_add_up(kind: str) -> None:
-    val, _ = ds.split_order(TRAIN_ROWS, SPLIT["seed"], VAL)
+    val, _ = split_order(TRAIN_ROWS, SPLIT["seed"], VAL)
     parts = _parts(VAL, partitioner=kind)
     assert len(val) == 6_000 and sum(len(p) for p in parts) == TRAIN_ROWS - 6_000
     # disjoint from every partition, partitions disjoint from each other, all rows covered
@@ -82,15 +84,15 @@ def test_validation_rows_are_in_no_partition_and_the_sizes_add_up(kind: str) -> 
 
 def test_the_split_is_the_same_in_a_fresh_process_and_after_clearing_caches() -> None:
     split = SPLIT | {"seed": 3, "val_fraction": VAL}
-    val, _ = ds.split_order(TRAIN_ROWS, 3, VAL)
+    val, _ = split_order(TRAIN_ROWS, 3, VAL)
     here = _digest(val, _parts(VAL, seed=3))
     ds.clear_caches()  # the partitioner rebuilt from scratch
-    assert _digest(ds.split_order(TRAIN_ROWS, 3, VAL)[0], _parts(VAL, seed=3)) == here
+    assert _digest(split_order(TRAIN_ROWS, 3, VAL)[0], _parts(VAL, seed=3)) == here
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = run_fresh(DIGEST, json.dumps(split), str(NUM_PARTITIONS), env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == here
-    other = _digest(ds.split_order(TRAIN_ROWS, 4, VAL)[0], _parts(VAL, seed=4))
+    other = _digest(split_order(TRAIN_ROWS, 4, VAL)[0], _parts(VAL, seed=4))
     assert other != here  # and it follows the seed
 
 
@@ -99,7 +101,7 @@ def test_no_validation_split_gives_the_partitions_of_before(kind: str) -> None:
     """``val-fraction=0``: the partitioner sees the seeded order of every row, as it did
     before there was a validation split, so every partition is the one it was."""
     labels = load_local_labels("fmnist", "train", DATA)
-    order = ds.seeded_order(len(labels), SPLIT["seed"])
+    order = seeded_order(len(labels), SPLIT["seed"])
     spec = SPLIT | {"partitioner": kind}
     before = ds.make_partitioner(Partition("fmnist", 0, NUM_PARTITIONS, **spec))
     before.dataset = datasets.Dataset.from_dict({"label": labels[order], "row": order})

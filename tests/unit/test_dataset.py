@@ -26,6 +26,7 @@ from profl_strategy.task import dataset as ds
 from profl_strategy.task import dataset_info
 from profl_strategy.task import partition_cache as pc
 from profl_strategy.task.local_data import CIFAR10_FOLDER, cache_dir, split_files
+from profl_strategy.task.split_order import seeded_order, split_order, validation_count
 from tests.support.partitions import NUM_PARTITIONS, SPLIT
 from tests.support.paths import shared_data
 
@@ -90,23 +91,23 @@ def test_cache_key_covers_what_decides_the_partition(
 
 
 def test_validation_rows_are_a_seeded_share_cut_before_partitioning() -> None:
-    val, rest = ds.split_order(1000, 3, 0.1)
+    val, rest = split_order(1000, 3, 0.1)
     assert len(val) == 100 and len(rest) == 900
     np.testing.assert_array_equal(np.sort(np.concatenate([val, rest])), np.arange(1000))
-    again, _ = ds.split_order(1000, 3, 0.1)
+    again, _ = split_order(1000, 3, 0.1)
     np.testing.assert_array_equal(val, again)  # from (n, seed, fraction) alone
-    assert not np.array_equal(np.sort(val), np.sort(ds.split_order(1000, 4, 0.1)[0]))
+    assert not np.array_equal(np.sort(val), np.sort(split_order(1000, 4, 0.1)[0]))
     # 0: nothing held out, and the partitioner sees the order it always saw
-    none, everything = ds.split_order(1000, 3, 0.0)
+    none, everything = split_order(1000, 3, 0.0)
     assert len(none) == 0
-    np.testing.assert_array_equal(everything, ds.seeded_order(1000, 3))
-    assert ds.validation_count(5, 0.01) == 1  # a tiny split still validates on one row
+    np.testing.assert_array_equal(everything, seeded_order(1000, 3))
+    assert validation_count(5, 0.01) == 1  # a tiny split still validates on one row
 
 
 @pytest.mark.parametrize("bad", [-0.1, 0.5, 1.0])
 def test_a_bad_validation_share_names_the_key(bad: float) -> None:
     with pytest.raises(ValueError, match=r"'val-fraction' \(data.val_fraction\) = .*\[0, 0.5\)"):
-        ds.split_order(1000, 0, bad)
+        split_order(1000, 0, bad)
 
 
 def test_subsample_is_a_seeded_share_of_the_partition() -> None:
